@@ -1,0 +1,486 @@
+"""The training loop: explicit Accelerate, resumable, measured.
+
+    python -m engine.train --config run.yaml [--key value ...]
+    accelerate launch --config_file accelerate_configs/cpu_ddp.yaml -m engine.train --config run.yaml
+
+Every problem found before training (config, data, model) is one line on stderr and exit code 2, with nothing
+written. During training the run directory (engine/events.py) is the record: events.jsonl, status.json,
+checkpoints/, and finally metrics.json and model/.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.config import ConfigError, TrainConfig, parse_args, resolve_mixed_precision
+from engine.events import RunDir, atomic_write_json, atomic_write_text
+
+log = logging.getLogger("hubtune")
+RUN_FILES = ("model", "checkpoints", "events.jsonl", "status.json", "metrics.json", "eval_predictions.jsonl", "logs")
+
+
+class Cancelled(Exception):
+    """Raised in the training process when it receives SIGTERM (the UI's Cancel)."""
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint as trainer_state.json."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+
+
+class LengthGroupedBatchSampler:
+    """Random batches of similar-length examples, reproducible from (seed, epoch).
+
+    Each epoch: shuffle, cut into mega-batches of `mega * batch_size`, sort each by length, cut into batches, then
+    shuffle the order of the batches. Padding waste falls from ~50% to a few % on varied texts. With
+    `group=False` the batches are plain random batches. Its own generator leaves the global RNG untouched, so a
+    resumed run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.mega = mega * batch_size if group else batch_size
+        self.drop_last = False
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        batches = []
+        for start in range(0, len(perm), self.mega):
+            group = sorted(perm[start:start + self.mega], key=lambda i: -self.lengths[i])
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in order]
+
+    def __iter__(self):
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        n, full = len(self.lengths), self.mega
+        return (n // full) * math.ceil(full / self.batch_size) + math.ceil((n % full) / self.batch_size)
+
+
+# ------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (2 for bad input, 1 for a failure during training)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s hubtune %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg = parse_args(argv)
+        cfg.validate()
+    except ConfigError as e:
+        _report(e)
+        return 2
+    try:
+        train(cfg)
+    except ConfigError as e:
+        _report(e)
+        return 2
+    except Cancelled:
+        print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _report(e: ConfigError) -> None:
+    for problem in e.problems:
+        print(f"hubtune: error: {problem}", file=sys.stderr)
+
+
+def _on_sigterm(signum, frame):
+    raise Cancelled()
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run one training job described by a validated config; returns the final metrics."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from engine import data as data_mod
+    from engine import modeling
+
+    mixed_precision = resolve_mixed_precision(cfg)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with="tensorboard" if cfg.report_to == "tensorboard" else None,
+        project_dir=str(Path(cfg.output_dir) / "logs"))
+    if not accelerator.is_main_process:
+        log.setLevel(logging.WARNING)
+    run = RunDir(cfg.output_dir)
+
+    # --- every check that can fail on bad input happens before anything is written -------------------------
+    model_path = modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    model_config = modeling.load_config(model_path)
+    limit = modeling.max_positions(model_config)
+    if limit and cfg.max_seq_length > limit:
+        raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
+                          f"use max_seq_length <= {limit}")
+    tokenizer = modeling.load_tokenizer(model_path)
+    with accelerator.main_process_first():
+        splits = data_mod.load_splits(cfg)
+        tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
+    resume_dir = _resume_dir(cfg, run)
+
+    # --- the run directory ---------------------------------------------------------------------------------
+    if accelerator.is_main_process:
+        if cfg.overwrite_output_dir and not cfg.resume_from_checkpoint:
+            for name in RUN_FILES:
+                target = run.path / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)
+        cfg.save(run.config)
+    accelerator.wait_for_everyone()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resume_dir, mixed_precision)
+    except Cancelled:
+        if accelerator.is_main_process:
+            run.write_status("cancelled", error=None, finished_at=time.time())
+        raise
+    except Exception as e:
+        if accelerator.is_main_process:
+            line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
+            run.write_status("failed", error=line[:500], finished_at=time.time())
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _resume_dir(cfg: TrainConfig, run: RunDir) -> Path | None:
+    if not cfg.resume_from_checkpoint:
+        return None
+    if cfg.resume_from_checkpoint == "latest":
+        latest = run.latest_checkpoint()
+        if latest is None:
+            log.info("resume_from_checkpoint=latest: no complete checkpoint in %s yet; starting from the beginning",
+                     run.checkpoints)
+        return latest
+    path = Path(cfg.resume_from_checkpoint)
+    if not (path / "trainer_state.json").exists():
+        raise ConfigError(f"resume_from_checkpoint: '{path}' is not a complete checkpoint (no trainer_state.json); "
+                          "use 'latest' or another checkpoint")
+    return path
+
+
+def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resume_dir, mixed_precision) -> dict:
+    import torch
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import DataCollatorWithPadding, get_scheduler
+
+    from engine import modeling
+    from engine.data import model_view
+
+    set_seed(cfg.seed)
+    model = modeling.load_for_training(model_path, splits.label_names)
+    if cfg.torch_compile:
+        model = torch.compile(model)
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+    batch_sampler = LengthGroupedBatchSampler(tokenized["train"]["length"], cfg.per_device_train_batch_size,
+                                              cfg.seed, group=cfg.group_by_length)
+    # dedicated generators keep DataLoader start-up from drawing on the global RNG (dropout), for exact resume
+    train_dl = DataLoader(model_view(tokenized["train"]), batch_sampler=batch_sampler, collate_fn=collator,
+                          num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(cfg.seed))
+    eval_dls = {name: DataLoader(model_view(ds), batch_size=cfg.per_device_eval_batch_size, collate_fn=collator,
+                                 num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(0))
+                for name, ds in tokenized.items() if name != "train"}
+
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or n.endswith(".bias")]
+    decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or n.endswith(".bias"))]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.learning_rate,
+                                  fused=accelerator.device.type == "cuda")
+    model, optimizer, train_dl, *prepared = accelerator.prepare(model, optimizer, train_dl, *eval_dls.values())
+    eval_dls = dict(zip(eval_dls, prepared))
+
+    steps_per_epoch = max(1, math.ceil(len(train_dl) / cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
+    # stepped by hand once per optimizer step (not prepared), so its length is simply total_steps
+    scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
+                              num_training_steps=total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = LoopState()
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        state = LoopState(**json.loads((resume_dir / "trainer_state.json").read_text()))
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch,
+                 state.batch_in_epoch)
+        if accelerator.is_main_process:
+            run.truncate_events_after(state.step)
+    world = accelerator.num_processes
+    if accelerator.is_main_process:
+        run.write_status("running", pid=os.getpid(), world_size=world, step=state.step, total_steps=total_steps,
+                         started_at=time.time(), error=None, mixed_precision=mixed_precision,
+                         device=str(accelerator.device), num_train_samples=len(splits.train),
+                         num_eval_samples=len(splits.validation), labels=splits.label_names)
+        run.append_event({"type": "start", "step": state.step, "total_steps": total_steps, "epochs": num_epochs,
+                          "world_size": world, "mixed_precision": mixed_precision,
+                          "train_samples": len(splits.train), "eval_samples": len(splits.validation)})
+    if cfg.report_to == "tensorboard":
+        accelerator.init_trackers("tensorboard", config={k: v for k, v in cfg.to_dict().items()
+                                                          if isinstance(v, (int, float, str, bool))})
+    log.info("training %s on %d examples (%d labels) for %d steps, %d process(es), mixed precision %s",
+             cfg.model_name_or_path, len(splits.train), len(splits.label_names), total_steps, world,
+             mixed_precision)
+
+    progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process,
+                    desc="training", dynamic_ncols=True)
+    evaluator = _Evaluator(accelerator, model, splits, cfg)
+    zero = torch.zeros((), device=accelerator.device)
+    window = {"loss": zero.clone(), "batches": 0, "real": zero.clone(), "padded": 0, "samples": 0}
+    t_start = t_window = time.perf_counter()
+    start_step = state.step
+    evaluated_at = -1
+
+    def do_eval():
+        nonlocal evaluated_at
+        metrics = evaluator.run(eval_dls["validation"], state)
+        evaluated_at = state.step
+        value = metrics[cfg.metric_for_best_model.removeprefix("eval_")] if \
+            cfg.metric_for_best_model.removeprefix("eval_") != "loss" else metrics["loss"]
+        better = state.best_metric is None or (value > state.best_metric if cfg.greater_is_better
+                                               else value < state.best_metric)
+        if better:
+            state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+            _save_best(accelerator, model, run)
+        else:
+            state.bad_evals += 1
+            if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
+                state.stopped_early = True
+                log.info("early stopping: %d evaluations without improvement of %s", state.bad_evals,
+                         cfg.metric_for_best_model)
+        model.train()
+
+    for epoch in range(state.epoch, num_epochs):
+        if state.step >= total_steps or state.stopped_early:
+            break
+        batch_sampler.set_epoch(epoch)
+        skip = state.batch_in_epoch if epoch == state.epoch else 0
+        loader = accelerator.skip_first_batches(train_dl, skip) if skip else train_dl
+        state.epoch, batch_idx = epoch, skip
+        model.train()
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            batch_idx += 1
+            # accumulate on the device: reading the loss every step would synchronise the host with the device
+            window["loss"] += loss.detach()
+            window["real"] += batch["attention_mask"].sum()
+            window["padded"] += batch["attention_mask"].numel()
+            window["batches"] += 1
+            window["samples"] += batch["input_ids"].shape[0]
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state.step, state.batch_in_epoch = state.step + 1, batch_idx
+            progress.update(1)
+            if state.step % cfg.logging_steps == 0 or state.step == total_steps:
+                now = time.perf_counter()
+                _log_window(accelerator, run, cfg, state, window, now - t_window, now - t_start,
+                            state.step - start_step, total_steps, scheduler, steps_per_epoch, batch_idx, len(train_dl))
+                window = {"loss": zero.clone(), "batches": 0, "real": zero.clone(), "padded": 0, "samples": 0}
+                t_window = now
+            if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
+                do_eval()
+            if state.step % cfg.save_steps == 0:
+                _save_checkpoint(accelerator, run, state, cfg.save_total_limit)
+            if state.step >= total_steps or state.stopped_early:
+                break
+        else:
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+        if cfg.eval_strategy == "epoch" and evaluated_at != state.step and not state.stopped_early:
+            do_eval()
+    progress.close()
+    if evaluated_at < 0:
+        do_eval()  # a run shorter than one evaluation period still gets evaluated (and a best model)
+    train_seconds = time.perf_counter() - t_start
+    # texts in the order of the (length-sorted) tokenized validation split, for the error-analysis table
+    return _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
+                   train_seconds, start_step, tokenized["validation"]["text"])
+
+
+def _log_window(accelerator, run, cfg, state, window, dt, elapsed, steps_done, total_steps, scheduler,
+                steps_per_epoch, batch_idx, batches_per_epoch):
+    import torch
+
+    stats = torch.stack([window["loss"].float(), torch.tensor(float(window["batches"]), device=window["loss"].device),
+                         window["real"].float(),
+                         torch.tensor(float(window["padded"]), device=window["loss"].device),
+                         torch.tensor(float(window["samples"]), device=window["loss"].device)])
+    stats = accelerator.reduce(stats, reduction="sum").tolist()
+    loss, batches, real, padded, samples = stats
+    event = {
+        "type": "train", "step": state.step,
+        "epoch": round(state.epoch + batch_idx / max(1, batches_per_epoch), 4),
+        "loss": round(loss / max(batches, 1), 6), "learning_rate": scheduler.get_last_lr()[0],
+        "samples_per_second": round(samples / max(dt, 1e-9), 3),
+        "tokens_per_second": round(real / max(dt, 1e-9), 1),
+        "padding_waste": round(1 - real / max(padded, 1), 4),
+        "eta_seconds": round((total_steps - state.step) * elapsed / max(steps_done, 1), 1),
+        "total_steps": total_steps,
+    }
+    if accelerator.is_main_process:
+        run.append_event(event)
+        run.write_status("running", step=state.step, total_steps=total_steps, eta_seconds=event["eta_seconds"])
+    accelerator.log({k: v for k, v in event.items() if k not in ("type", "step")}, step=state.step)
+
+
+class _Evaluator:
+    """Evaluation over a prepared dataloader; every sample counted once under DDP (gather_for_metrics)."""
+
+    def __init__(self, accelerator, model, splits, cfg):
+        self.accelerator, self.model, self.splits, self.cfg = accelerator, model, splits, cfg
+
+    def predict(self, dl):
+        import torch
+        import torch.nn.functional as F
+
+        self.model.eval()
+        probs, labels, losses = [], [], []
+        with torch.no_grad():
+            for batch in dl:
+                logits = self.model(**batch).logits.float()
+                loss = F.cross_entropy(logits, batch["labels"], reduction="none")
+                p, y, l = self.accelerator.gather_for_metrics((logits.softmax(-1), batch["labels"], loss))
+                probs.append(p.cpu())
+                labels.append(y.cpu())
+                losses.append(l.cpu())
+        return torch.cat(probs), torch.cat(labels), torch.cat(losses)
+
+    def run(self, dl, state, log_event: bool = True) -> dict:
+        from engine.metrics import classification_metrics, scalar_metrics
+
+        probs, labels, losses = self.last = self.predict(dl)
+        metrics = classification_metrics(labels.numpy(), probs.argmax(-1).numpy(), self.splits.label_names)
+        metrics["loss"] = float(losses.mean()) if len(losses) else 0.0
+        if log_event:
+            event = {"type": "eval", "step": state.step, "epoch": state.epoch, **scalar_metrics(metrics)}
+            if self.accelerator.is_main_process:
+                RunDir(self.cfg.output_dir).append_event(event)
+            self.accelerator.log({k: v for k, v in event.items() if k.startswith("eval_")}, step=state.step)
+            log.info("step %d: eval accuracy %.4f, f1 %.4f, loss %.4f", state.step, metrics["accuracy"],
+                     metrics["f1"], metrics["loss"])
+        return metrics
+
+
+def _save_best(accelerator, model, run: RunDir) -> None:
+    from safetensors.torch import save_model
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        tmp = run.checkpoints / "best.safetensors.tmp"
+        save_model(accelerator.unwrap_model(model), str(tmp))
+        os.replace(tmp, run.checkpoints / "best.safetensors")
+
+
+def _save_checkpoint(accelerator, run: RunDir, state: LoopState, keep: int) -> None:
+    """accelerate state + trainer_state.json into step-N.tmp, then one rename: a half-written one is never used."""
+    final = run.checkpoints / f"step-{state.step}"
+    tmp = run.checkpoints / f"step-{state.step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(tmp / "trainer_state.json", asdict(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        if keep:
+            for old in run.list_checkpoints()[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        run.append_event({"type": "checkpoint", "step": state.step, "path": str(final)})
+    accelerator.wait_for_everyone()
+
+
+def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
+            train_seconds, start_step, val_texts) -> dict:
+    from safetensors.torch import load_model
+
+    from engine.metrics import extra_metrics
+
+    unwrapped = accelerator.unwrap_model(model)
+    best = run.checkpoints / "best.safetensors"
+    accelerator.wait_for_everyone()
+    if best.exists():
+        load_model(unwrapped, str(best), device=str(accelerator.device))
+    metrics = evaluator.run(eval_dls["validation"], state, log_event=False)
+    probs, labels, _ = evaluator.last
+    metrics.update(extra_metrics(cfg.extra_metrics, labels.numpy(), probs.argmax(-1).numpy()))
+    result = {"validation": metrics, "best_step": state.best_step, "best_metric": state.best_metric,
+              "metric_for_best_model": cfg.metric_for_best_model, "steps": state.step, "total_steps": total_steps,
+              "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 2),
+              "train_steps_this_session": state.step - start_step}
+    if "test" in eval_dls:
+        result["test"] = evaluator.run(eval_dls["test"], state, log_event=False)
+    # flat headline numbers for cards and tables
+    result.update({k: metrics[k] for k in ("accuracy", "f1", "precision", "recall", "loss")})
+
+    if accelerator.is_main_process:
+        lines = []
+        for text, y, p in zip(val_texts, labels.tolist(), probs.tolist()):
+            pred = max(range(len(p)), key=p.__getitem__)
+            lines.append(json.dumps({"text": text[:2000], "label": splits.label_names[y],
+                                     "prediction": splits.label_names[pred], "score": round(p[pred], 6)}))
+        atomic_write_text(run.predictions, "\n".join(lines) + "\n")
+        atomic_write_json(run.metrics, result)
+        tmp = run.path / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped.save_pretrained(tmp, safe_serialization=True, state_dict=accelerator.get_state_dict(model))
+        tokenizer.save_pretrained(tmp)
+        if run.model.exists():
+            shutil.rmtree(run.model)
+        os.replace(tmp, run.model)
+        run.append_event({"type": "done", "step": state.step, **{f"eval_{k}": result[k] for k in
+                                                                  ("accuracy", "f1", "loss")}})
+        # the completion record, written last: a run is done only if this says so
+        run.write_status("done", step=state.step, total_steps=total_steps, finished_at=time.time(),
+                         accuracy=metrics["accuracy"], f1=metrics["f1"], best_step=state.best_step, eta_seconds=0)
+        log.info("done: validation accuracy %.4f, macro F1 %.4f; model saved to %s", metrics["accuracy"],
+                 metrics["f1"], run.model)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -188,9 +188,9 @@ def _parser():
     return p
 
 
-def _closest(name: str) -> str:
+def _closest(name: str, prefix: str = "") -> str:
     near = difflib.get_close_matches(name, TrainConfig.field_names(), n=1)
-    return f" (did you mean '{near[0]}'?)" if near else ""
+    return f" (did you mean '{prefix}{near[0]}'?)" if near else ""
 
 
 def _to_argv(values: dict, source: str) -> list[str]:
@@ -262,7 +262,7 @@ def _parse(args: list[str]):
     cfg, rest = parsed[0], parsed[-1]
     if rest:
         flags = [r for r in rest if r.startswith("-")] or rest
-        raise ConfigError([f"command line: unknown option '{r}'{_closest(r.lstrip('-'))}" for r in flags])
+        raise ConfigError([f"command line: unknown option '{r}'{_closest(r.lstrip('-'), '--')}" for r in flags])
     return cfg
 
 

@@ -79,7 +79,10 @@ def read_file(path: str, field: str = "train_file"):
         ds = datasets.load_dataset(builder, data_files={"data": str(p)}, split="data")
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds; all mean "this file cannot be parsed"
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"{field}: could not read '{path}' as {builder} ({msg[:200]}); check the file format")
+        if "corresponds to no data" in msg:  # a header and nothing else
+            raise DataError(f"{field}: file '{path}' has no rows; add data below the header") from None
+        raise DataError(f"{field}: could not read '{path}' as {builder} ({msg[:200]}); check the file "
+                        "format") from None
     if len(ds) == 0:
         raise DataError(f"{field}: file '{path}' has no rows")
     return ds

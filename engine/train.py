@@ -255,6 +255,12 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
              cfg.model_name_or_path, len(splits.train), len(splits.label_names), total_steps, world,
              mixed_precision)
 
+    from engine.perf import flops_per_token, matmul_peak
+
+    # MFU = achieved model FLOP/s over this machine's measured matmul peak in the training dtype (x processes)
+    peak_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(mixed_precision, "float32")
+    perf = {"flops_per_token": flops_per_token(accelerator.unwrap_model(model), cfg.max_seq_length),
+            "peak": matmul_peak(str(accelerator.device), peak_dtype) * world, "peak_dtype": peak_dtype}
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc="training", dynamic_ncols=True)
     evaluator = _Evaluator(accelerator, model, splits, cfg)
@@ -263,7 +269,18 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     t_start = t_window = time.perf_counter()
     start_step = state.step
     evaluated_at = -1
+    samples_seen = 0
+    clock = {"paused": 0.0, "window_paused": 0.0}  # evaluation and checkpoint time, left out of throughput
 
+    def paused(fn):
+        def wrapper(*args):
+            t = time.perf_counter()
+            fn(*args)
+            clock["paused"] += time.perf_counter() - t
+            clock["window_paused"] += time.perf_counter() - t
+        return wrapper
+
+    @paused
     def do_eval():
         nonlocal evaluated_at
         metrics = evaluator.run(eval_dls["validation"], state)
@@ -306,6 +323,7 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
             window["padded"] += batch["attention_mask"].numel()
             window["batches"] += 1
             window["samples"] += batch["input_ids"].shape[0]
+            samples_seen += batch["input_ids"].shape[0]
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
@@ -313,14 +331,15 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
             progress.update(1)
             if state.step % cfg.logging_steps == 0 or state.step == total_steps:
                 now = time.perf_counter()
-                _log_window(accelerator, run, cfg, state, window, now - t_window, now - t_start,
-                            state.step - start_step, total_steps, scheduler, steps_per_epoch, batch_idx, len(train_dl))
+                _log_window(accelerator, run, state, window, now - t_window - clock["window_paused"],
+                            now - t_start, state.step - start_step, total_steps, scheduler, batch_idx,
+                            len(train_dl), perf)
                 window = {"loss": zero.clone(), "batches": 0, "real": zero.clone(), "padded": 0, "samples": 0}
-                t_window = now
+                t_window, clock["window_paused"] = now, 0.0
             if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
                 do_eval()
             if state.step % cfg.save_steps == 0:
-                _save_checkpoint(accelerator, run, state, cfg.save_total_limit)
+                paused(_save_checkpoint)(accelerator, run, state, cfg.save_total_limit)
             if state.step >= total_steps or state.stopped_early:
                 break
         else:
@@ -330,14 +349,16 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     progress.close()
     if evaluated_at < 0:
         do_eval()  # a run shorter than one evaluation period still gets evaluated (and a best model)
-    train_seconds = time.perf_counter() - t_start
+    train_seconds = time.perf_counter() - t_start - clock["paused"]
+    throughput = {"train_seconds": round(train_seconds, 2),
+                  "train_samples_per_second": round(samples_seen * world / max(train_seconds, 1e-9), 3)}
     # texts in the order of the (length-sorted) tokenized validation split, for the error-analysis table
     return _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
-                   train_seconds, start_step, tokenized["validation"]["text"])
+                   throughput, start_step, tokenized["validation"]["text"])
 
 
-def _log_window(accelerator, run, cfg, state, window, dt, elapsed, steps_done, total_steps, scheduler,
-                steps_per_epoch, batch_idx, batches_per_epoch):
+def _log_window(accelerator, run, state, window, dt, elapsed, steps_done, total_steps, scheduler, batch_idx,
+                batches_per_epoch, perf):
     import torch
 
     stats = torch.stack([window["loss"].float(), torch.tensor(float(window["batches"]), device=window["loss"].device),
@@ -353,6 +374,9 @@ def _log_window(accelerator, run, cfg, state, window, dt, elapsed, steps_done, t
         "samples_per_second": round(samples / max(dt, 1e-9), 3),
         "tokens_per_second": round(real / max(dt, 1e-9), 1),
         "padding_waste": round(1 - real / max(padded, 1), 4),
+        # model FLOPs are counted on real tokens only: padding is work the model did for nothing
+        "flops_per_second": round(perf["flops_per_token"] * real / max(dt, 1e-9)),
+        "mfu": round(perf["flops_per_token"] * real / max(dt, 1e-9) / perf["peak"], 4),
         "eta_seconds": round((total_steps - state.step) * elapsed / max(steps_done, 1), 1),
         "total_steps": total_steps,
     }
@@ -433,7 +457,7 @@ def _save_checkpoint(accelerator, run: RunDir, state: LoopState, keep: int) -> N
 
 
 def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
-            train_seconds, start_step, val_texts) -> dict:
+            throughput, start_step, val_texts) -> dict:
     from safetensors.torch import load_model
 
     from engine.metrics import extra_metrics
@@ -448,7 +472,7 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
     metrics.update(extra_metrics(cfg.extra_metrics, labels.numpy(), probs.argmax(-1).numpy()))
     result = {"validation": metrics, "best_step": state.best_step, "best_metric": state.best_metric,
               "metric_for_best_model": cfg.metric_for_best_model, "steps": state.step, "total_steps": total_steps,
-              "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 2),
+              "stopped_early": state.stopped_early, **throughput,
               "train_steps_this_session": state.step - start_step}
     if "test" in eval_dls:
         result["test"] = evaluator.run(eval_dls["test"], state, log_event=False)

@@ -1,0 +1,41 @@
+"""Hardware efficiency: model FLOPs per token and this machine's measured matmul peak (for MFU)."""
+
+from __future__ import annotations
+
+import time
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x non-embedding parameters (forward + backward matmuls) plus attention.
+
+    Embedding lookups are not matmuls, so their parameters are left out; attention adds 12 x layers x hidden x
+    sequence length (scores and weighted sum, forward and backward), as in the PaLM/Chinchilla accounting.
+    """
+    cfg = model.config
+    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    layers = getattr(cfg, "num_hidden_layers", 0) or 0
+    hidden = getattr(cfg, "hidden_size", 0) or 0
+    return 6.0 * params + 12.0 * layers * hidden * seq_len
+
+
+def matmul_peak(device: str = "cpu", dtype: str = "float32", size: int = 1024, seconds: float = 0.3) -> float:
+    """Measured FLOP/s of a square matmul in `dtype` on `device` (best of a short burst)."""
+    import torch
+
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    # a private generator: measuring must not move the global RNG (exact resume depends on it)
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dt, generator=g)
+    b = torch.randn(size, size, device=device, dtype=dt, generator=g)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    for _ in range(2):
+        a @ b
+    sync()
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync()
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - t))
+    return best

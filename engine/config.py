@@ -125,6 +125,12 @@ class TrainConfig:
     logging_steps: int = _f(10, "Log loss, learning rate and throughput every N optimizer steps.", "logging",
                             minimum=1, maximum=1_000_000)
     report_to: Literal["none", "tensorboard"] = _f("none", "Also log to TensorBoard (output_dir/logs).", "logging")
+    # --- hub -------------------------------------------------------------------------------------------------
+    push_to_hub: bool = _f(False, "Push the finished run (model, card, metrics, plots) to the Hub as hub_model_id. "
+                           "The token comes from HF_TOKEN or `hf auth login`.", "hub")
+    hub_model_id: Optional[str] = _f(None, "Model repo to push to: user/name or org/name.", "hub")
+    hub_private_repo: bool = _f(False, "Create the Hub repo as private.", "hub")
+    hub_push_checkpoints: bool = _f(False, "Also push the model at every checkpoint (to the same repo).", "hub")
 
     # --------------------------------------------------------------------------------------------------------
     @classmethod
@@ -325,6 +331,11 @@ def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
     if cfg.mixed_precision == "bf16" and not _bf16_available():
         out.append("mixed_precision: bf16 is not supported on this hardware; use no")
 
+    if cfg.push_to_hub and not cfg.hub_model_id:
+        out.append("hub_model_id: push_to_hub is on but no repo is named; set hub_model_id to user/name")
+    elif cfg.hub_model_id and not _valid_repo_id(cfg.hub_model_id):
+        out.append(f"hub_model_id: '{cfg.hub_model_id}' is not a valid repo name; use user/name or org/name")
+
     if not str(cfg.output_dir).strip():
         out.append("output_dir: must not be empty")
     elif check_paths:
@@ -345,6 +356,16 @@ def _output_dir_problems(cfg: TrainConfig) -> list[str]:
         return [f"output_dir: '{out_dir}' already holds a run; pick a new output_dir, set overwrite_output_dir: "
                 "true, or resume_from_checkpoint: latest"]
     return []
+
+
+def _valid_repo_id(repo_id: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return repo_id.count("/") <= 1 and not repo_id.endswith((".git", "/"))
 
 
 def _cuda_available() -> bool:

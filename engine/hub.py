@@ -1,24 +1,103 @@
-"""Every huggingface_hub network call lives here: pull models (and, later, push runs).
+"""Every huggingface_hub network call lives here: push runs, pull models, publish the Space, tokens, retries.
 
-The endpoint comes from HF_ENDPOINT and offline mode from HF_HUB_OFFLINE, both read by huggingface_hub itself.
-Errors become `HubError` with one line that says what to do.
+    python -m engine.hub push runs/x --repo user/name [--private] [--revision branch]
+    python -m engine.hub pull user/name [--revision sha] [--cache-dir dir]
+
+HF_ENDPOINT and HF_HUB_OFFLINE are read at every call (huggingface_hub itself reads them only once, at import).
+Tokens come from the caller (a signed-in Space user's OAuth token), else HF_TOKEN, else the stored login; they are
+wrapped in `Token` so that no repr, log line, event, card or argv ever shows one. Transient failures (5xx, 429,
+timeouts, refused connections) are retried a bounded number of times with exponential backoff; everything else
+becomes a `HubError` with one line that says what to do.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 from engine.config import ConfigError
 
+log = logging.getLogger("hubtune")
+
 # Weights are pulled as safetensors only: pickle files (*.bin, *.pt, *.pth, *.pkl, *.ckpt) are never downloaded.
 MODEL_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.md", "tokenizer*", "*.tiktoken", "*.yaml"]
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class HubError(ConfigError):
     """A Hub problem explained in one line."""
 
 
+class Token:
+    """A Hub token that never shows itself: repr/str are masked, pickling is refused. Use `reveal()` to send it."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "argument"):
+        self._value, self.source = value, source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Token(***, source={self.source})"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("a Token is a secret and is never pickled or copied to another process")
+
+
+def resolve_token(token=None, use_stored_token: bool = True) -> Token | None:
+    """Explicit token (str, Token, or gr.OAuthToken) > HF_TOKEN > the stored `hf auth login` token.
+
+    On a Space, pass the signed-in user's OAuth token with `use_stored_token=False`: the Space's own HF_TOKEN
+    must never push on behalf of a visitor.
+    """
+    if isinstance(token, Token):
+        return token
+    value = getattr(token, "token", token)  # gr.OAuthToken carries the user's token in .token
+    if isinstance(value, str) and value.strip():
+        return Token(value.strip(), "oauth" if value is not token else "argument")
+    if not use_stored_token:
+        return None
+    if os.environ.get("HF_TOKEN", "").strip():
+        return Token(os.environ["HF_TOKEN"].strip(), "HF_TOKEN")
+    from huggingface_hub import get_token
+
+    stored = get_token()
+    return Token(stored, "login") if stored else None
+
+
+def endpoint() -> str:
+    """The Hub URL in use: HF_ENDPOINT when set, else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE") for k in ("HF_HUB_OFFLINE",
+                                                                                     "TRANSFORMERS_OFFLINE"))
+
+
+def _sync_env() -> str:
+    """Make huggingface_hub follow the current HF_ENDPOINT / HF_HUB_OFFLINE, even if it was imported earlier."""
+    from huggingface_hub import constants
+
+    ep = endpoint()
+    if constants.ENDPOINT != ep:
+        constants.ENDPOINT = ep
+        # hf_hub_url() builds download URLs from this template, frozen at import time
+        constants.HUGGINGFACE_CO_URL_TEMPLATE = ep + "/{repo_id}/resolve/{revision}/{filename}"
+    constants.HF_HUB_OFFLINE = _offline()
+    return ep
+
+
 def check_repo_id(repo_id: str, field: str = "model_name_or_path") -> None:
+    """Raise HubError unless `repo_id` is a valid Hub id (`name` or `namespace/name`)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -28,26 +107,300 @@ def check_repo_id(repo_id: str, field: str = "model_name_or_path") -> None:
                        "(user/name or name); check the spelling or the path") from None
 
 
-def download_model(repo_id: str, revision: str | None = None, field: str = "model_name_or_path") -> Path:
-    """Snapshot a model repo (safetensors, configs, tokenizer) into the local cache and return its folder."""
+def check_push_id(repo_id: str, field: str = "repo") -> str:
+    """Return the stripped repo id, or raise HubError: pushes need a valid `name` or `namespace/name`."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo_id = (repo_id or "").strip()
+    try:
+        validate_repo_id(repo_id)
+        if repo_id.count("/") > 1 or repo_id.endswith((".git", "/")):
+            raise HFValidationError(repo_id)
+    except HFValidationError:
+        raise HubError(f"{field}: '{repo_id}' is not a valid repo name; use user/name or org/name with letters, "
+                       "digits, '-', '_' and '.' (at most 96 characters)") from None
+    return repo_id
+
+
+# ------------------------------------------------------------------------------------------------------------
+# retries and errors
+
+
+def _retries() -> tuple[int, float]:
+    """(attempts, first backoff in seconds); HUBTUNE_HUB_RETRIES / HUBTUNE_HUB_BACKOFF make tests fast."""
+    return max(1, int(os.environ.get("HUBTUNE_HUB_RETRIES", "4"))), float(os.environ.get("HUBTUNE_HUB_BACKOFF", "1"))
+
+
+def _status(e: BaseException) -> int | None:
+    return getattr(getattr(e, "response", None), "status_code", None)
+
+
+def _transient(e: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(e, OfflineModeIsEnabled):
+        return False
+    if isinstance(e, LocalEntryNotFoundError) and e.__cause__ is not None:
+        return _transient(e.__cause__)  # snapshot_download hides a 5xx/timeout behind "not in the cache"
+    if isinstance(e, (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError, TimeoutError,
+                      ConnectionError)):
+        return True
+    status = _status(e)
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+def _call(fn, what: str, *, repo_id: str, revision: str | None = None, token: Token | None = None):
+    """Run `fn()` with bounded retries on transient failures; any failure becomes one clear HubError."""
+    attempts, wait = _retries()
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except HubError:
+            raise
+        except Exception as e:  # noqa: BLE001 - every Hub failure is turned into one line below
+            if attempt < attempts and _transient(e):
+                log.warning("%s: transient Hub error (%s); retry %d/%d in %.1fs", what, _brief(e, token), attempt,
+                            attempts - 1, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30.0)
+                continue
+            raise _explain(e, what, repo_id, revision, token, attempt) from None
+
+
+def _brief(e: BaseException, token: Token | None) -> str:
+    text = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+    return _scrub(text, token)
+
+
+def _scrub(text: str, token: Token | None) -> str:
+    return text.replace(token.reveal(), "***") if token is not None and token.reveal() else text
+
+
+def _explain(e: BaseException, what: str, repo_id: str, revision: str | None, token: Token | None,
+             attempts: int) -> HubError:
+    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, OfflineModeIsEnabled,
+                                        RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+
+    ep, status = endpoint(), _status(e)
+    tokens = f"{ep}/settings/tokens"
+    if isinstance(e, OfflineModeIsEnabled) or (isinstance(e, LocalEntryNotFoundError) and _offline()):
+        msg = f"cannot {what} '{repo_id}': HF_HUB_OFFLINE is set; unset it to reach the Hub"
+        if what == "download":
+            msg += " (the repo is not in the local cache), or use a local model directory"
+    elif isinstance(e, RevisionNotFoundError):
+        msg = f"revision '{revision}' not found in '{repo_id}'; use a branch, tag or commit that exists"
+    elif isinstance(e, GatedRepoError):
+        msg = f"'{repo_id}' is gated; accept its terms on the Hub and use a token that has access"
+    elif isinstance(e, RepositoryNotFoundError) or (status == 404 and not isinstance(e, RemoteEntryNotFoundError)):
+        msg = (f"repo '{repo_id}' not found (or it is private and the token cannot read it); check the name, "
+               "or sign in / set HF_TOKEN with a token that can read it")
+    elif isinstance(e, RemoteEntryNotFoundError):
+        msg = f"a file is missing in '{repo_id}' at revision '{revision or 'main'}'; check the repo's files"
+    elif status == 401:
+        msg = (f"the Hub rejected the token ({token.source if token else 'none'}) as invalid or expired; create a "
+               f"new one at {tokens}, then set HF_TOKEN, run `hf auth login`, or sign in again")
+    elif status == 403:
+        msg = (f"not allowed to {what} '{repo_id}': it belongs to another user or organisation, or the token is "
+               f"read-only; use your own namespace or a token with write access ({tokens})")
+    elif status == 409:
+        msg = (f"conflict on '{repo_id}': the name is taken or the repo changed during the push; push again, or "
+               "choose another name")
+    elif status == 400 or isinstance(e, ValueError):
+        msg = f"the Hub refused to {what} '{repo_id}' ({_brief(e, token)}); fix the request and retry"
+    elif _transient(e):
+        cause = f"HTTP {status}" if status else type(e.__cause__ or e).__name__
+        msg = (f"could not {what} '{repo_id}': the Hub at {ep} failed {attempts} time(s) ({cause}); check the "
+               "network or HF_ENDPOINT and try again later")
+    elif isinstance(e, LocalEntryNotFoundError):
+        msg = (f"'{repo_id}' is not in the local cache and the Hub at {ep} cannot be reached; check the network "
+               "or HF_ENDPOINT")
+    else:
+        msg = f"could not {what} '{repo_id}': {_brief(e, token)}"
+    return HubError(_scrub(msg, token))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# pull
+
+
+def pull(repo_id: str, revision: str | None = None, cache_dir=None, token=None, field: str = "repo") -> Path:
+    """Download a model repo (safetensors, configs, tokenizer, card; never pickle weights); returns its folder."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
 
     check_repo_id(repo_id, field)
+    ep = _sync_env()
+    tok = resolve_token(token)
+    path = _call(lambda: snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=ep,
+                                           allow_patterns=MODEL_PATTERNS, token=tok.reveal() if tok else None),
+                 "download", repo_id=repo_id, revision=revision, token=tok)
+    return Path(path)
+
+
+def download_model(repo_id: str, revision: str | None = None, field: str = "model_name_or_path") -> Path:
+    """Snapshot a model repo for training or prediction (used by engine.modeling.resolve_model)."""
+    check_repo_id(repo_id, field)
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=MODEL_PATTERNS))
-    except GatedRepoError:
-        raise HubError(f"{field}: '{repo_id}' is gated; accept its terms on the Hub and log in with a token") from None
-    except RepositoryNotFoundError:
-        raise HubError(f"{field}: model '{repo_id}' not found on the Hub (or it is private); check the id or log "
-                       "in with a token that can read it") from None
-    except RevisionNotFoundError:
-        raise HubError(f"{field}: revision '{revision}' not found in '{repo_id}'; use a branch, tag or commit "
-                       "that exists") from None
-    except LocalEntryNotFoundError:
-        raise HubError(f"{field}: '{repo_id}' is not a local directory and not in the cache, and the Hub cannot "
-                       "be reached (offline); use a local model directory or the default base model") from None
-    except OSError as e:  # connection errors after retries
-        raise HubError(f"{field}: could not download '{repo_id}' ({type(e).__name__}); check the network or "
-                       "HF_ENDPOINT") from None
+        return pull(repo_id, revision, field=field)
+    except HubError as e:
+        raise HubError(f"{field}: {e.problems[0]}") from None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# push
+
+
+def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None):
+    """The run's model card (huggingface_hub.ModelCard): metadata with model-index, hyperparameters, curves."""
+    from engine.modelcard import build_model_card as build
+
+    return build(run_dir, repo_id=repo_id, license=license)
+
+
+def _api(tok: Token | None, ep: str):
+    from huggingface_hub import HfApi
+
+    # a fresh client per call, holding this caller's token only: sessions never share credentials
+    return HfApi(endpoint=ep, token=tok.reveal() if tok else False)
+
+
+def _need_token(tok: Token | None, what: str) -> Token:
+    if tok is None:
+        raise HubError(f"no Hugging Face token to {what}: sign in with Hugging Face, set HF_TOKEN, or run "
+                       f"`hf auth login` (create a token with write access at {endpoint()}/settings/tokens)")
+    return tok
+
+
+def _commit(repo_id: str, repo_type: str, files, tok: Token, private: bool, revision: str | None,
+            message: str, what: str, space_sdk: str | None = None) -> str:
+    """Create the repo if needed (and the branch), then upload `files` {path_in_repo: Path | bytes} in one commit.
+
+    `files` may be a callable returning that dict: slow work (plots, card) then waits until the token and the repo
+    are known to be fine."""
+    from huggingface_hub import CommitOperationAdd
+
+    ep = _sync_env()
+    api = _api(tok, ep)
+    ctx = {"repo_id": repo_id, "revision": revision, "token": tok}
+    who = _call(lambda: api.whoami(), "check the token for", **ctx)
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"the token of '{who.get('name')}' is read-only and cannot {what} '{repo_id}'; create a "
+                       f"token with write access at {ep}/settings/tokens and sign in / set HF_TOKEN with it")
+    if "/" not in repo_id:
+        repo_id = ctx["repo_id"] = f"{who['name']}/{repo_id}"
+    url = _call(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True,
+                                        space_sdk=space_sdk), what, **ctx)
+    if revision and revision != "main":
+        _call(lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True), what, **ctx)
+
+    def commit():
+        # operations are single-use in huggingface_hub, so a retry builds them again
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(src) if isinstance(src, Path) else src)
+               for p, src in sorted(files.items())]
+        return api.create_commit(repo_id, ops, commit_message=message, repo_type=repo_type, revision=revision)
+
+    if callable(files):
+        files = files(repo_id)
+    info = _call(commit, what, **ctx)
+    log.info("pushed %d files to %s (commit %s)", len(files), url, info.oid[:10])
+    base = str(url).rstrip("/")
+    return f"{base}/tree/{revision}" if revision and revision != "main" else base
+
+
+def push_run(run_dir, repo_id: str, token=None, private: bool = False, revision: str | None = None,
+             license: str | None = None, use_stored_token: bool = True) -> str:
+    """Push a finished run (model/, card, config.yaml, metrics.json, plots) in one commit; returns the repo URL.
+
+    Nothing in the run directory is changed, so a failed push can simply be repeated.
+    """
+    from engine.events import RunDir
+    from engine.plots import confusion_matrix_png, loss_curve_png
+
+    repo_id = check_push_id(repo_id, "repo")
+    if revision is not None and not revision.strip():
+        revision = None
+    run = RunDir(run_dir)
+    if not run.is_finished():
+        raise HubError(f"run: '{run.path}' is not a finished run (no status done and model/); wait for training "
+                       "to finish or pick another run")
+    tok = _need_token(resolve_token(token, use_stored_token), "push")
+    with tempfile.TemporaryDirectory(prefix="hubtune-push-") as tmp:
+
+        def files(full_id: str) -> dict:
+            out: dict = {p.relative_to(run.model).as_posix(): p for p in sorted(run.model.rglob("*")) if p.is_file()}
+            out["config.yaml"] = run.config
+            out["metrics.json"] = run.metrics
+            out["confusion_matrix.png"] = confusion_matrix_png(run.path, tmp)
+            out["loss_curve.png"] = loss_curve_png(run.path, tmp)
+            out["README.md"] = str(build_model_card(run.path, repo_id=full_id, license=license)).encode("utf-8")
+            return out
+
+        return _commit(repo_id, "model", files, tok, private, revision,
+                       f"hubtune: upload run {run.path.name}", "push to")
+
+
+def push_checkpoint(run_dir, model_dir, repo_id: str, step: int, token=None, private: bool = False) -> str:
+    """Push an intermediate model (a save_pretrained folder) and the run's config.yaml as one commit."""
+    from engine.events import RunDir
+
+    repo_id = check_push_id(repo_id, "hub_model_id")
+    tok = _need_token(resolve_token(token), "push")
+    model_dir = Path(model_dir)
+    files: dict = {p.relative_to(model_dir).as_posix(): p for p in sorted(model_dir.rglob("*")) if p.is_file()}
+    files["config.yaml"] = RunDir(run_dir).config
+    return _commit(repo_id, "model", files, tok, private, None, f"hubtune: checkpoint at step {step}", "push to")
+
+
+def publish_space(space_id: str, files: dict, token=None, private: bool = False,
+                  use_stored_token: bool = True) -> str:
+    """Upload an app (files {path_in_repo: Path | bytes}, README.md included) to a Gradio Space in one commit."""
+    space_id = check_push_id(space_id, "space")
+    tok = _need_token(resolve_token(token, use_stored_token), "publish the Space")
+    return _commit(space_id, "space", files, tok, private, None, "hubtune: publish the app", "publish to",
+                   space_sdk="gradio")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.hub push|pull ...`; one `hubtune: error: ...` line and exit 2 on any problem."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise HubError(message)
+
+    p = Parser(prog="python -m engine.hub", description="Push runs to and pull models from the Hugging Face Hub. "
+               "The token comes from HF_TOKEN or `hf auth login`, never from the command line.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    push = sub.add_parser("push", help="upload a finished run directory as a model repo")
+    push.add_argument("run_dir")
+    push.add_argument("--repo", required=True, help="user/name or org/name")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    push.add_argument("--license", default=None, help="license id for the card (default: the base model's)")
+    pull_p = sub.add_parser("pull", help="download a model repo (safetensors only) into the cache")
+    pull_p.add_argument("repo")
+    pull_p.add_argument("--revision", default=None, help="branch, tag or commit")
+    pull_p.add_argument("--cache-dir", default=None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s hubtune %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        args = p.parse_args(argv)
+        if args.cmd == "push":
+            print(push_run(args.run_dir, args.repo, private=args.private, revision=args.revision,
+                           license=args.license))
+        else:
+            print(pull(args.repo, args.revision, cache_dir=args.cache_dir))
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"hubtune: error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

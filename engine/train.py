@@ -340,6 +340,8 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
                 do_eval()
             if state.step % cfg.save_steps == 0:
                 paused(_save_checkpoint)(accelerator, run, state, cfg.save_total_limit)
+                if cfg.push_to_hub and cfg.hub_push_checkpoints:
+                    paused(_push_checkpoint)(cfg, accelerator, run, model, tokenizer, state.step)
             if state.step >= total_steps or state.stopped_early:
                 break
         else:
@@ -456,6 +458,38 @@ def _save_checkpoint(accelerator, run: RunDir, state: LoopState, keep: int) -> N
     accelerator.wait_for_everyone()
 
 
+def _push(cfg, run: RunDir, step: int, model_dir=None) -> None:
+    """Push to the Hub from the main process; a failed push is logged and recorded, never fails the run."""
+    from engine import hub
+
+    try:
+        if model_dir is None:
+            url = hub.push_run(run.path, cfg.hub_model_id, private=cfg.hub_private_repo)
+        else:
+            url = hub.push_checkpoint(run.path, model_dir, cfg.hub_model_id, step, private=cfg.hub_private_repo)
+        run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "url": url, "ok": True,
+                          "final": model_dir is None})
+        log.info("pushed to %s", url)
+    except Exception as e:  # noqa: BLE001 - the run itself is finished and fine; the push can be repeated
+        line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
+        run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "ok": False, "error": line[:500],
+                          "final": model_dir is None})
+        log.error("push to the Hub failed: %s; retry with: python -m engine.hub push %s --repo %s", line, run.path,
+                  cfg.hub_model_id)
+
+
+def _push_checkpoint(cfg, accelerator, run: RunDir, model, tokenizer, step: int) -> None:
+    import tempfile
+
+    state_dict = accelerator.get_state_dict(model)  # every process takes part (sharded models gather here)
+    if accelerator.is_main_process:
+        with tempfile.TemporaryDirectory(prefix="hubtune-ckpt-") as tmp:
+            accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            _push(cfg, run, step, model_dir=tmp)
+    accelerator.wait_for_everyone()
+
+
 def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
             throughput, start_step, val_texts) -> dict:
     from safetensors.torch import load_model
@@ -501,6 +535,8 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
                          accuracy=metrics["accuracy"], f1=metrics["f1"], best_step=state.best_step, eta_seconds=0)
         log.info("done: validation accuracy %.4f, macro F1 %.4f; model saved to %s", metrics["accuracy"],
                  metrics["f1"], run.model)
+        if cfg.push_to_hub:
+            _push(cfg, run, state.step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result

@@ -18,10 +18,11 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.config import ConfigError, TrainConfig, parse_args, resolve_mixed_precision
+from engine.checkpoint import (LengthGroupedBatchSampler, LoopState, push, push_checkpoint, resume_dir_for, save_best,
+                               save_checkpoint)
 from engine.events import RunDir, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hubtune")
@@ -30,60 +31,6 @@ RUN_FILES = ("model", "checkpoints", "events.jsonl", "status.json", "metrics.jso
 
 class Cancelled(Exception):
     """Raised in the training process when it receives SIGTERM (the UI's Cancel)."""
-
-
-@dataclass
-class LoopState:
-    """Where the loop is; saved in every checkpoint as trainer_state.json."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    bad_evals: int = 0
-    stopped_early: bool = False
-
-
-class LengthGroupedBatchSampler:
-    """Random batches of similar-length examples, reproducible from (seed, epoch).
-
-    Each epoch: shuffle, cut into mega-batches of `mega * batch_size`, sort each by length, cut into batches, then
-    shuffle the order of the batches. Padding waste falls from ~50% to a few % on varied texts. With
-    `group=False` the batches are plain random batches. Its own generator leaves the global RNG untouched, so a
-    resumed run sees the same batches as an uninterrupted one.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.mega = mega * batch_size if group else batch_size
-        self.drop_last = False
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        import torch
-
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        perm = torch.randperm(len(self.lengths), generator=g).tolist()
-        batches = []
-        for start in range(0, len(perm), self.mega):
-            group = sorted(perm[start:start + self.mega], key=lambda i: -self.lengths[i])
-            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[i] for i in order]
-
-    def __iter__(self):
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        n, full = len(self.lengths), self.mega
-        return (n // full) * math.ceil(full / self.batch_size) + math.ceil((n % full) / self.batch_size)
-
-
-# ------------------------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +68,6 @@ def train(cfg: TrainConfig) -> dict:
     """Run one training job described by a validated config; returns the final metrics."""
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     from engine import data as data_mod
     from engine import modeling
@@ -147,7 +93,7 @@ def train(cfg: TrainConfig) -> dict:
     with accelerator.main_process_first():
         splits = data_mod.load_splits(cfg)
         tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
-    resume_dir = _resume_dir(cfg, run)
+    resume_dir = resume_dir_for(cfg, run)
 
     # --- the run directory ---------------------------------------------------------------------------------
     if accelerator.is_main_process:
@@ -172,22 +118,6 @@ def train(cfg: TrainConfig) -> dict:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _resume_dir(cfg: TrainConfig, run: RunDir) -> Path | None:
-    if not cfg.resume_from_checkpoint:
-        return None
-    if cfg.resume_from_checkpoint == "latest":
-        latest = run.latest_checkpoint()
-        if latest is None:
-            log.info("resume_from_checkpoint=latest: no complete checkpoint in %s yet; starting from the beginning",
-                     run.checkpoints)
-        return latest
-    path = Path(cfg.resume_from_checkpoint)
-    if not (path / "trainer_state.json").exists():
-        raise ConfigError(f"resume_from_checkpoint: '{path}' is not a complete checkpoint (no trainer_state.json); "
-                          "use 'latest' or another checkpoint")
-    return path
 
 
 def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resume_dir, mixed_precision) -> dict:
@@ -291,7 +221,7 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
                                                else value < state.best_metric)
         if better:
             state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
-            _save_best(accelerator, model, run)
+            save_best(accelerator, model, run)
         else:
             state.bad_evals += 1
             if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
@@ -339,9 +269,9 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
             if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
                 do_eval()
             if state.step % cfg.save_steps == 0:
-                paused(_save_checkpoint)(accelerator, run, state, cfg.save_total_limit)
+                paused(save_checkpoint)(accelerator, run, state, cfg.save_total_limit)
                 if cfg.push_to_hub and cfg.hub_push_checkpoints:
-                    paused(_push_checkpoint)(cfg, accelerator, run, model, tokenizer, state.step)
+                    paused(push_checkpoint)(cfg, accelerator, run, model, tokenizer, state.step)
             if state.step >= total_steps or state.stopped_early:
                 break
         else:
@@ -426,70 +356,6 @@ class _Evaluator:
         return metrics
 
 
-def _save_best(accelerator, model, run: RunDir) -> None:
-    from safetensors.torch import save_model
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        run.checkpoints.mkdir(parents=True, exist_ok=True)
-        tmp = run.checkpoints / "best.safetensors.tmp"
-        save_model(accelerator.unwrap_model(model), str(tmp))
-        os.replace(tmp, run.checkpoints / "best.safetensors")
-
-
-def _save_checkpoint(accelerator, run: RunDir, state: LoopState, keep: int) -> None:
-    """accelerate state + trainer_state.json into step-N.tmp, then one rename: a half-written one is never used."""
-    final = run.checkpoints / f"step-{state.step}"
-    tmp = run.checkpoints / f"step-{state.step}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / "trainer_state.json", asdict(state))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        if keep:
-            for old in run.list_checkpoints()[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-        run.append_event({"type": "checkpoint", "step": state.step, "path": str(final)})
-    accelerator.wait_for_everyone()
-
-
-def _push(cfg, run: RunDir, step: int, model_dir=None) -> None:
-    """Push to the Hub from the main process; a failed push is logged and recorded, never fails the run."""
-    from engine import hub
-
-    try:
-        if model_dir is None:
-            url = hub.push_run(run.path, cfg.hub_model_id, private=cfg.hub_private_repo)
-        else:
-            url = hub.push_checkpoint(run.path, model_dir, cfg.hub_model_id, step, private=cfg.hub_private_repo)
-        run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "url": url, "ok": True,
-                          "final": model_dir is None})
-        log.info("pushed to %s", url)
-    except Exception as e:  # noqa: BLE001 - the run itself is finished and fine; the push can be repeated
-        line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
-        run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "ok": False, "error": line[:500],
-                          "final": model_dir is None})
-        log.error("push to the Hub failed: %s; retry with: python -m engine.hub push %s --repo %s", line, run.path,
-                  cfg.hub_model_id)
-
-
-def _push_checkpoint(cfg, accelerator, run: RunDir, model, tokenizer, step: int) -> None:
-    import tempfile
-
-    state_dict = accelerator.get_state_dict(model)  # every process takes part (sharded models gather here)
-    if accelerator.is_main_process:
-        with tempfile.TemporaryDirectory(prefix="hubtune-ckpt-") as tmp:
-            accelerator.unwrap_model(model).save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-            tokenizer.save_pretrained(tmp)
-            _push(cfg, run, step, model_dir=tmp)
-    accelerator.wait_for_everyone()
-
-
 def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
             throughput, start_step, val_texts) -> dict:
     from safetensors.torch import load_model
@@ -536,7 +402,7 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
         log.info("done: validation accuracy %.4f, macro F1 %.4f; model saved to %s", metrics["accuracy"],
                  metrics["f1"], run.model)
         if cfg.push_to_hub:
-            _push(cfg, run, state.step)
+            push(cfg, run, state.step)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result

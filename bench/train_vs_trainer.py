@@ -208,7 +208,7 @@ def main() -> None:
     base = results["trainer"]["samples_per_second"]
     print(f"\nMiniLM-L6, BBC News paragraphs: {a.train_samples} train / {a.eval_samples} eval, max_seq_length "
           f"{a.max_seq_length}, batch {a.batch_size}, {a.epochs} epoch(s), {os.cpu_count()} CPU cores")
-    print(f"matmul peak: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    print("matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     header = f"{'side':<15}{'samples/s':>10}{'train s':>9}{'wall s':>8}{'peak RSS MB':>12}{'accuracy':>9}" \
              f"{'padding':>9}{'MFU':>7}{'vs Trainer':>11}"
     print(header + "\n" + "-" * len(header))

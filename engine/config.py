@@ -208,9 +208,11 @@ def _to_argv(values: dict, source: str) -> list[str]:
     argv: list[str] = []
     for key, value in values.items():
         if value is None:
-            if names[key].default is not None:
+            f = names[key]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if default is not None:
                 raise ConfigError(f"{source}: '{key}' cannot be empty; remove the line to use the default "
-                                  f"({names[key].default!r})")
+                                  f"({default!r})")
             continue
         if isinstance(value, list):
             argv += [f"--{key}", *map(str, value)] if value else []
@@ -352,7 +354,9 @@ def _output_dir_problems(cfg: TrainConfig) -> list[str]:
             return [f"resume_from_checkpoint: '{cfg.resume_from_checkpoint}' is not a checkpoint directory; use "
                     "a path under output_dir/checkpoints or 'latest'"]
         return []
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not cfg.overwrite_output_dir:
+    # the job runner writes these before it launches the trainer: such a folder has never trained, nothing to lose
+    prelaunch = {"config.yaml", "job.json", "train.log", "status.json"}
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} - prelaunch and not cfg.overwrite_output_dir:
         return [f"output_dir: '{out_dir}' already holds a run; pick a new output_dir, set overwrite_output_dir: "
                 "true, or resume_from_checkpoint: latest"]
     return []

@@ -1,0 +1,61 @@
+"""hubtune web app: `python app.py` serves the tabs of ui/ (127.0.0.1:7860; 0.0.0.0 on a Hugging Face Space).
+
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address; HUBTUNE_RUNS_DIR the runs folder (default runs/).
+Importing this module builds nothing and imports no torch: `build_app()` composes the tabs, `main()` launches.
+Gradio analytics stay off unless GRADIO_ANALYTICS_ENABLED=True is set.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ui  # noqa: F401 - sets the analytics default before gradio is imported
+import gradio as gr
+
+from ui import predict_tab, train_tab
+from ui.common import AppContext, default_runs_dir
+
+# (title, tab id, builder(ctx)): one line per tab, in display order. Builders find shared components in
+# ctx.components (e.g. "prediction.model") and may register ctx.on_built callbacks to wire events across tabs.
+TABS = [
+    ("Prediction", "prediction", predict_tab.build),
+    ("Fine-tuning", train_tab.TAB_ID, train_tab.build_tab),
+]
+
+
+def build_app(runs_dir: str | os.PathLike | None = None) -> gr.Blocks:
+    """The Blocks app with every tab of TABS, reading runs from `runs_dir` (default: HUBTUNE_RUNS_DIR or runs/)."""
+    ctx = AppContext(runs_dir=Path(runs_dir) if runs_dir else default_runs_dir())
+    with gr.Blocks(title="hubtune") as demo:
+        ctx.demo = demo
+        gr.Markdown("## hubtune — fine-tune, evaluate and serve Hugging Face classifiers")
+        with gr.Tabs() as tabs:
+            ctx.tabs = tabs
+            for title, tab_id, build in TABS:
+                with gr.Tab(title, id=tab_id):
+                    build(ctx)
+        for callback in ctx.on_built:
+            callback(ctx)
+    demo.hubtune = ctx  # tests and other tabs reach the context (runs folder, shared components) from the app
+    return demo
+
+
+def launch_options() -> dict:
+    """Address to serve on: env GRADIO_SERVER_NAME / GRADIO_SERVER_PORT, 0.0.0.0 on a Space, else 127.0.0.1:7860."""
+    on_space = bool(os.environ.get("SPACE_ID"))
+    name = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space else "127.0.0.1")
+    return {"server_name": name, "server_port": int(os.environ.get("GRADIO_SERVER_PORT") or 7860)}
+
+
+def main() -> None:
+    """Build and serve the app until interrupted."""
+    from engine.jobs import MAX_UPLOAD_MB
+
+    # gradio refuses larger uploads before storing them; the job runner checks the same cap again
+    build_app().queue(default_concurrency_limit=1).launch(max_file_size=f"{int(MAX_UPLOAD_MB)}mb",
+                                                         **launch_options())
+
+
+if __name__ == "__main__":
+    main()

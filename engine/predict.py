@@ -1,0 +1,420 @@
+"""Prediction: load a model once, predict in fast length-sorted batches, stream files through it.
+
+    python -m engine.predict --model runs/x/model --text "..."
+    python -m engine.predict --model user/repo --input in.csv --text_column review --output out.csv
+
+Models come through engine.modeling (local run, offline copy, Hub id + revision; safetensors only, never remote
+code) and stay in a small LRU cache shared by every caller (all users of the web app): bounded by bytes and count,
+thread-safe, and concurrent requests for a model that is still loading wait for that one load.
+
+Speed: texts are tokenized without padding, sorted by length and batched, so each batch is padded only to its own
+longest text (dynamic padding); forward passes run under `torch.inference_mode()` and, where the hardware has
+native bf16, under bf16 autocast. In the default precision 'auto', rows whose top-2 logit margin is too small to
+survive bf16 rounding are recomputed in fp32, so the labels stay those of the exact fp32 path ('fp32').
+Importing this module does not import torch (the web app starts fast; torch loads on first use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from engine.config import ConfigError
+from engine.modeling import ModelError
+
+log = logging.getLogger("hubtune")
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# 'auto' recomputes in fp32 every row whose top-2 logit margin is below this: bf16 autocast moves the logits of a
+# BERT-sized classifier by ~0.01-0.05, so a label can only flip inside this band.
+BF16_GUARD = float(os.environ.get("HUBTUNE_BF16_GUARD", "0.25"))
+# A token never spans more than ~100 characters (WordPiece's max_input_chars_per_word): cutting a text at
+# max_length * 100 characters keeps every token the model sees and bounds tokenizing a 1 MB paste.
+MAX_CHARS_PER_TOKEN = 100
+Progress = Callable[[float, str], None]
+
+
+class PredictError(ConfigError):
+    """Bad prediction input (text, file, column), explained in one line."""
+
+
+def _noop(fraction: float, desc: str) -> None:
+    pass
+
+
+def model_task(path: Path) -> str:
+    """The task of a saved model from its config.json ('text-classification', 'image-classification').
+
+    The UI uses this to choose the input widget; reading JSON keeps it free of torch and transformers.
+    """
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelError(f"model: cannot read '{path}/config.json' ({type(e).__name__})") from None
+    archs = config.get("architectures") or []
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return "image-classification"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "text-classification"
+    raise ModelError(f"model: '{path}' is not a classifier (architectures {archs or 'unknown'}); fine-tune it "
+                     "first, e.g. python -m engine.train --dataset_name bundled:bbc_news --output_dir runs/bbc")
+
+
+def check_text(text) -> str:
+    """The text to classify, or a PredictError when there is nothing to classify."""
+    if not isinstance(text, str) or not text.strip():
+        raise PredictError("text: empty; type or paste some text to classify")
+    return text
+
+
+def bf16_supported(device: str) -> bool:
+    """True where bf16 autocast is native and fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
+    import torch
+
+    from engine.config import cpu_supports_bf16
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for prediction, as kept in the cache."""
+
+    name: str
+    revision: str | None
+    path: Path
+    model: object
+    tokenizer: object
+    labels: list[str]  # class index -> name, exactly the model config's id2label
+    max_length: int  # default truncation: the run's max_seq_length, else the model's limit (at most 512)
+    limit: int  # the most tokens the model accepts
+    task: str
+    device: str
+    bf16: bool
+    nbytes: int
+    # the Rust tokenizer re-applies truncation settings on every call and refuses concurrent mutation
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _run_max_length(path: Path) -> int | None:
+    """max_seq_length of the run that produced `path` (runs/x/model), so prediction sees what evaluation saw."""
+    cfg = path.parent / "config.yaml"
+    if path.name != "model" or not cfg.is_file():
+        return None
+    import yaml
+
+    try:
+        value = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("max_seq_length")
+    except (OSError, yaml.YAMLError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def load_model(name: str, revision: str | None = "main", device: str | None = None) -> LoadedModel:
+    """Resolve and load one model for prediction (no caching; use a Predictor for that)."""
+    import torch
+
+    from engine import modeling
+
+    path = modeling.resolve_model(name, revision, field="model")
+    task = model_task(path)
+    if task != "text-classification":
+        raise ModelError(f"model: '{name}' is an {task} model; only text classification is served so far")
+    model, tokenizer = modeling.load_for_inference(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    id2label = model.config.id2label
+    labels = [str(id2label[i]) for i in range(len(id2label))]
+    limit = modeling.max_positions(model.config) or 512
+    tok_limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 1_000_000 else limit
+    max_length = min(_run_max_length(path) or 512, limit, tok_limit)
+    nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return LoadedModel(name, revision, path, model, tokenizer, labels, max_length, min(limit, tok_limit), task,
+                       device, bf16_supported(device), nbytes)
+
+
+def _cache_key(name: str, revision: str | None) -> tuple:
+    name = (name or "").strip()
+    if not name:
+        raise ModelError("model: none chosen; pick a finished run or type a Hub id (no run yet? train one in the "
+                         "Fine-tuning tab or with python -m engine.train --output_dir runs/NAME)")
+    p = Path(name).expanduser()
+    if p.is_dir():
+        # a retrained run replaces its model/ folder: the weights' mtime makes that a new cache entry
+        model = p / "model" if (p / "model" / "config.json").exists() else p
+        stamp = max((f.stat().st_mtime_ns for f in model.glob("*.safetensors")), default=0)
+        return ("local", str(model.resolve()), stamp)
+    return ("hub", name, revision or "main")
+
+
+class ModelCache:
+    """LRU cache of loaded models bounded by total bytes and count; one load per model however many callers."""
+
+    def __init__(self, max_bytes: int, max_models: int):
+        self.max_bytes, self.max_models = max_bytes, max_models
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._loading: dict[tuple, Future] = {}
+        self.loads = 0  # how many loads actually ran (tests check that concurrent callers share one)
+
+    def get(self, key: tuple, loader: Callable[[], LoadedModel]) -> LoadedModel:
+        """The cached model for `key`, loading it with `loader` once; other callers wait for that load."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+            future = self._loading.get(key)
+            owner = future is None
+            if owner:
+                future = self._loading[key] = Future()
+        if not owner:
+            return future.result()  # re-raises the loader's error for every waiter
+        try:
+            loaded = loader()
+            self.loads += 1
+        except BaseException as e:
+            with self._lock:
+                del self._loading[key]  # a failed load is not cached: the next request tries again
+            future.set_exception(e)
+            raise
+        with self._lock:
+            del self._loading[key]
+            self._entries[key] = loaded
+            self._evict(keep=key)
+        future.set_result(loaded)
+        return loaded
+
+    def _evict(self, keep: tuple) -> None:
+        # a model still used by a running request stays alive through that request's reference
+        while len(self._entries) > 1 and (len(self._entries) > self.max_models or
+                                          sum(m.nbytes for m in self._entries.values()) > self.max_bytes):
+            oldest = next(k for k in self._entries if k != keep)
+            log.info("model cache: evicting %s", oldest[1])
+            del self._entries[oldest]
+
+    def keys(self) -> list[tuple]:
+        with self._lock:
+            return list(self._entries)
+
+
+class Predictor:
+    """Predict with cached models: `predict(model, texts)`, `predict_file(model, in, out)`."""
+
+    def __init__(self, max_cache_mb: int | None = None, max_models: int | None = None, batch_size: int = 32,
+                 precision: str = "auto", device: str | None = None):
+        mb = max_cache_mb or int(os.environ.get("HUBTUNE_MODEL_CACHE_MB", "2048"))
+        self.cache = ModelCache(mb << 20, max_models or int(os.environ.get("HUBTUNE_MODEL_CACHE_MODELS", "4")))
+        if precision not in PRECISIONS:
+            raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
+        self.batch_size, self.precision, self.device = batch_size, precision, device
+
+    def load(self, name: str, revision: str | None = "main", progress: Progress = _noop) -> LoadedModel:
+        """The loaded model for a local run/dir or Hub id at `revision` (from the cache when possible)."""
+        key = _cache_key(name, revision)
+
+        def loader():
+            progress(0.0, f"loading model {name} (first use)")
+            t0 = time.perf_counter()
+            loaded = load_model(name, revision, self.device)
+            log.info("loaded %s in %.1f s (%d labels, max_length %d, bf16 %s)", name, time.perf_counter() - t0,
+                     len(loaded.labels), loaded.max_length, loaded.bf16)
+            return loaded
+
+        return self.cache.get(key, loader)
+
+    def predict(self, name: str, texts: list[str], revision: str | None = "main", *, max_length: int | None = None,
+                precision: str | None = None, progress: Progress = _noop) -> list[dict[str, float] | None]:
+        """For each text, {label: probability} over all of the model's labels, best first (None for blank text)."""
+        lm = self.load(name, revision, progress)
+        probs = self.probabilities(lm, texts, max_length=max_length, precision=precision)
+        out = []
+        for text, row in zip(texts, probs):
+            if row is None:
+                out.append(None)
+                continue
+            pairs = sorted(zip(lm.labels, row.tolist()), key=lambda p: -p[1])
+            out.append({label: float(p) for label, p in pairs})
+        return out
+
+    def predict_text(self, name: str, text: str, revision: str | None = "main", **kw) -> dict[str, float]:
+        """{label: probability} for one text; PredictError when it is empty."""
+        return self.predict(name, [check_text(text)], revision, **kw)[0]
+
+    def probabilities(self, lm: LoadedModel, texts: list, *, max_length: int | None = None,
+                      precision: str | None = None):
+        """One probability row (numpy) per text, None for blank or missing texts, in the order given."""
+        import numpy as np
+
+        precision = precision or self.precision
+        if precision not in PRECISIONS:
+            raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
+        # an explicit max_length may go beyond the run's training length, never beyond the model's positions
+        length = min(max_length, lm.limit) if max_length else lm.max_length
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        if not keep:
+            return [None] * len(texts)
+        cut = length * MAX_CHARS_PER_TOKEN
+        with lm.lock:
+            enc = lm.tokenizer([texts[i][:cut] for i in keep], truncation=True, max_length=length)
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        ids = enc["input_ids"]
+        order = sorted(range(len(keep)), key=lambda j: len(ids[j]), reverse=True)
+        result = np.zeros((len(keep), len(lm.labels)), dtype=np.float32)
+        pad_id = lm.tokenizer.pad_token_id or 0
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            batch = _pad([[enc[n][j] for j in rows] for n in names], names, pad_id, lm.tokenizer.padding_side)
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
+            result[rows] = _forward(lm, batch, precision).softmax(-1).cpu().numpy()
+        out: list = [None] * len(texts)
+        for j, i in enumerate(keep):
+            out[i] = result[j]
+        return out
+
+    def tokens_used(self, lm: LoadedModel, text: str, max_length: int | None = None) -> tuple[int, bool]:
+        """(tokens the model sees for `text`, whether the text was truncated to fit)."""
+        length = min(max_length, lm.limit) if max_length else lm.max_length
+        with lm.lock:
+            n = len(lm.tokenizer(text[:length * MAX_CHARS_PER_TOKEN + 1], truncation=True, max_length=length + 1)
+                    ["input_ids"])
+        return min(n, length), n > length or len(text) > length * MAX_CHARS_PER_TOKEN
+
+    # files: see predict_file below (kept in engine/predict_files.py to keep each module short)
+    def predict_file(self, name: str, input_path: str, output_path: str | None = None, text_column: str | None = None,
+                     revision: str | None = "main", *, chunk_rows: int = 1024, progress: Progress = _noop, **kw):
+        """Stream a csv/jsonl/parquet file through the model; see engine.predict_files.predict_file."""
+        from engine.predict_files import predict_file
+
+        return predict_file(self, name, input_path, output_path, text_column, revision, chunk_rows=chunk_rows,
+                            progress=progress, **kw)
+
+
+def _pad(columns: list[list[list[int]]], names: list[str], pad_id: int, side: str) -> dict:
+    """Pad one batch to its own longest row (dynamic padding) as torch tensors."""
+    import torch
+
+    width = max(len(r) for r in columns[0])
+    out = {}
+    for name, rows in zip(names, columns):
+        value = pad_id if name == "input_ids" else 0
+        tensor = torch.full((len(rows), width), value, dtype=torch.long)
+        for i, r in enumerate(rows):
+            if side == "left":
+                tensor[i, width - len(r):] = torch.tensor(r)
+            else:
+                tensor[i, :len(r)] = torch.tensor(r)
+        out[name] = tensor
+    return out
+
+
+def _forward(lm: LoadedModel, batch: dict, precision: str):
+    """Float32 logits of one batch; bf16 autocast when enabled, with fp32 re-runs of close calls in 'auto'."""
+    import torch
+
+    device_type = "cuda" if lm.device.startswith("cuda") else "cpu"
+    with torch.inference_mode():
+        if precision == "fp32" or not lm.bf16:
+            return lm.model(**batch).logits.float()
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            logits = lm.model(**batch).logits.float()
+        if precision == "auto" and logits.shape[-1] > 1:
+            top2 = logits.topk(2, dim=-1).values
+            close = (top2[:, 0] - top2[:, 1] < BF16_GUARD).nonzero().flatten()
+            if len(close):
+                sub = {k: v[close] for k, v in batch.items()}
+                width = int(sub["attention_mask"].sum(-1).max()) if "attention_mask" in sub else None
+                if width and lm.tokenizer.padding_side != "left":
+                    sub = {k: v[:, :width] for k, v in sub.items()}
+                logits[close] = lm.model(**sub).logits.float()
+        return logits
+
+
+_shared: Predictor | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_predictor() -> Predictor:
+    """The process-wide Predictor (one model cache for every user of the web app)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Predictor()
+        return _shared
+
+
+# ------------------------------------------------------------------------------------------------------------
+# command line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other hubtune error
+        print(f"hubtune: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m engine.predict", description="Classify texts or a file with a fine-tuned model.")
+    p.add_argument("--model", required=True, help="finished run dir, model dir or Hub id")
+    p.add_argument("--revision", default="main", help="Hub branch, tag or commit (Hub ids only)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="text to classify (repeat for several)")
+    src.add_argument("--input", help="csv, jsonl or parquet file to classify")
+    p.add_argument("--text_column", help="column of --input holding the text (default: 'text' or a guess)")
+    p.add_argument("--output", help="where to write the predictions file (default: <input>.predictions.<ext>)")
+    p.add_argument("--top_k", type=int, default=5, help="labels to print per text")
+    p.add_argument("--max_length", type=int, help="truncate texts to this many tokens (default: the run's)")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where native, close calls re-checked in fp32; fp32: exact reference")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; 0 on success, 2 on bad input (one line on stderr)."""
+    logging.basicConfig(level=logging.WARNING, format="hubtune %(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        if args.batch_size < 1 or args.top_k < 1 or (args.max_length is not None and args.max_length < 2):
+            raise PredictError("batch_size and top_k must be >= 1, max_length >= 2")
+        predictor = Predictor(batch_size=args.batch_size, precision=args.precision)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # stderr carries our own progress line and errors only
+        if args.input:
+            def report(fraction, desc):
+                print(f"\r{desc} ({fraction:.0%})", end="", file=sys.stderr, flush=True)
+
+            res = predictor.predict_file(args.model, args.input, args.output, args.text_column, args.revision,
+                                         max_length=args.max_length, progress=report)
+            print(f"\nwrote {res.rows} predictions to {res.output} ({res.rows / max(res.seconds, 1e-9):.0f} "
+                  "texts/s)", file=sys.stderr)
+            return 0
+        for text in args.text:
+            probs = predictor.predict_text(args.model, text, args.revision, max_length=args.max_length)
+            top = dict(list(probs.items())[:args.top_k])
+            if args.json:
+                print(json.dumps({"label": next(iter(top)), "scores": top}))
+            else:
+                print("  ".join(f"{label} {p:.4f}" for label, p in top.items()))
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"hubtune: error: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Fixtures for tests of the launched web app: a runs folder, the served app, a gradio_client, a real browser.
+
+Import the ones a test module uses (`from _app_fixtures import launched_app, client  # noqa: F401`).
+`serve(demo)` launches any Blocks on 127.0.0.1 on a free port (prevent_thread_lock) and closes it afterwards,
+so other tabs' tests can launch `app.build_app(runs_dir=...)` the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(demo) -> Iterator[str]:
+    """Launch `demo` on 127.0.0.1:<free port> in this process; yield its URL; close it at the end."""
+    demo.queue()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield url.rstrip("/") + "/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_runs_dir(tiny_run, tmp_path_factory) -> Path:
+    """A runs folder holding the session's finished tiny run as `tiny` (a link: no second training)."""
+    runs = tmp_path_factory.mktemp("app_runs")
+    (runs / "tiny").symlink_to(tiny_run, target_is_directory=True)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def launched_app(app_runs_dir) -> Iterator[str]:
+    """The URL of `app.build_app(runs_dir=app_runs_dir)` served for the whole session."""
+    import app
+
+    with serve(app.build_app(runs_dir=app_runs_dir)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def client(launched_app):
+    """A gradio_client.Client on the launched app (HF_HUB_OFFLINE keeps it off the Hub)."""
+    from gradio_client import Client
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    return Client(launched_app, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian Chromium for the session, driven by Playwright from PyPI."""
+    from playwright.sync_api import sync_playwright
+
+    deadline = time.time() + 300  # the lead may still be installing it
+    while not Path(CHROMIUM).exists() and time.time() < deadline:
+        time.sleep(5)
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} not installed (apt-get install -y chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -1,0 +1,151 @@
+"""The Prediction tab through gradio_client against the launched app, like any Space: predict, file, compare,
+every bad input (each a clear error, the server keeps serving), 20 concurrent predictions, fast import."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from _app_fixtures import app_runs_dir, client, launched_app  # noqa: F401 - fixtures
+from conftest import ROOT
+from engine.data import BUNDLED
+from engine.predict import shared_predictor
+
+LABELS = {"business", "entertainment", "politics", "sports", "tech"}
+
+
+@pytest.fixture(scope="module")
+def model(app_runs_dir):
+    return str(app_runs_dir / "tiny")
+
+
+@pytest.fixture(scope="module")
+def bbc():
+    return BUNDLED["bundled:bbc_news"][0]()["text"][5::111]  # 20 real articles, all five topics
+
+
+def _label(value):
+    return {c["label"]: c["confidence"] for c in value["confidences"]}
+
+
+def test_predict_matches_the_engine(client, model, bbc):
+    value, note = client.predict(bbc[0], model, "main", api_name="/predict")
+    got = _label(value)
+    assert set(got) == LABELS and abs(sum(got.values()) - 1) < 1e-4
+    expected = shared_predictor().predict_text(model, bbc[0])
+    assert value["label"] == next(iter(expected)) and got == pytest.approx(expected, abs=1e-5)
+    assert "text truncated" in note and "32 tokens" in note
+
+
+def test_model_list_info_and_empty_state(client, model, tmp_path):
+    update, empty = client.predict(model, api_name="/list_models")
+    assert [c[1] for c in update["choices"]] == [model] and update["value"] == model
+    assert update["choices"][0][0].startswith("tiny · accuracy ") and empty["visible"] is False
+    assert client.predict(model, "main", api_name="/model_info").startswith("text-classification: business, ")
+
+    import app  # a fresh machine: no run yet -> the tab says how to train one; predicting says it too
+
+    demo = app.build_app(runs_dir=tmp_path / "runs")
+    blocks = demo.config["components"]
+    empty_md = next(c for c in blocks if c.get("props", {}).get("elem_id") == "predict-empty")["props"]
+    assert empty_md["visible"] is True and "No finished run yet" in empty_md["value"]
+    assert "python -m engine.train" in empty_md["value"]
+    with pytest.raises(AppError, match="none chosen.*train one"):
+        client.predict("some text", None, "main", api_name="/predict")
+
+
+def test_file_in_file_out(client, model, bbc, tmp_path):
+    src = tmp_path / "reviews.csv"
+    pd.DataFrame({"id": range(len(bbc)), "review": bbc}).to_csv(src, index=False)
+    out_path, preview, note = client.predict(handle_file(str(src)), model, "main", "review",
+                                             api_name="/predict_file")
+    out = pd.read_csv(out_path)
+    assert out_path.endswith("reviews.predictions.csv") and list(out.columns) == ["id", "review", "predicted_label",
+                                                                                   "score"]
+    expected = [next(iter(p)) for p in shared_predictor().predict(model, bbc)]
+    assert out["predicted_label"].tolist() == expected and out["score"].between(0.2, 1).all()
+    assert preview["headers"] == ["id", "review", "predicted_label", "score"] and len(preview["data"]) == 20
+    assert note.startswith("20 rows classified from column `review`")
+
+
+def test_compare_side_by_side(client, model, app_runs_dir):
+    a, b, note = client.predict("The champions won the cup final", model, "main", str(app_runs_dir / "tiny" / "model"),
+                                "main", api_name="/compare")
+    assert a == b and a["label"] in LABELS and "agree" in note
+
+
+def _pickle_only(tmp_path, model):
+    d = tmp_path / "pickle_only"
+    d.mkdir()
+    (d / "config.json").write_text((Path(model) / "model" / "config.json").read_text())
+    (d / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    return d
+
+
+def test_every_bad_input_is_a_clear_error_and_the_server_keeps_serving(client, model, bbc, tmp_path):
+    text_cases = [("", model, "text: empty"), ("  \n ", model, "text: empty"),
+                  ("hello", "nobody/no-such-model-xyz", "no-such-model-xyz"),
+                  ("hello", str(tmp_path), "is not a model directory"),
+                  ("hello", str(_pickle_only(tmp_path, model)), "only pickle weights"),
+                  ("hello", str(tmp_path / "missing"), "not found")]
+    for text, m, expected in text_cases:
+        with pytest.raises(AppError, match=expected) as e:
+            client.predict(text, m, "main", api_name="/predict")
+        assert "Traceback" not in str(e.value)
+    with pytest.raises(AppError, match="only pickle weights"):
+        client.predict("hello", model, "main", str(tmp_path / "pickle_only"), "main", api_name="/compare")
+
+    (tmp_path / "notes.txt").write_text("text\nhello\n")
+    (tmp_path / "empty.csv").write_text("")
+    pd.DataFrame({"title": bbc[:3]}).to_csv(tmp_path / "cols.csv", index=False)
+    file_cases = [("notes.txt", "", "Invalid file type|unsupported file type"), ("empty.csv", "", "is empty"),
+                  ("cols.csv", "review", r"'review' is not a column of 'cols.csv' \(columns: title\)")]
+    for name, column, expected in file_cases:
+        with pytest.raises(AppError, match=expected):
+            client.predict(handle_file(str(tmp_path / name)), model, "main", column, api_name="/predict_file")
+    with pytest.raises(AppError, match="none uploaded"):
+        client.predict(None, model, "main", "", api_name="/predict_file")
+
+    huge = " ".join(bbc) * 30  # a 1 MB+ paste: truncated, not crashed
+    assert len(huge) > 1_000_000
+    value, note = client.predict(huge, model, "main", api_name="/predict")
+    assert value["label"] in LABELS and "text truncated" in note
+    value, _ = client.predict(bbc[1], model, "main", api_name="/predict")  # still serving
+    assert value["label"] == next(iter(shared_predictor().predict_text(model, bbc[1])))
+
+
+def test_twenty_concurrent_predictions_from_several_clients(launched_app, model, bbc):
+    expected = [next(iter(p)) for p in shared_predictor().predict(model, bbc)]
+    clients = [Client(launched_app, verbose=False) for _ in range(4)]
+    jobs = [(i, clients[i % 4].submit(bbc[i], model, "main", api_name="/predict")) for i in range(20)]
+    got = {i: job.result(timeout=180)[0]["label"] for i, job in jobs}
+    assert [got[i] for i in range(20)] == expected
+
+
+def test_import_is_fast_and_without_torch():
+    code = ("import os, sys; import app, ui.predict_tab; assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'transformers' not in sys.modules; print(os.environ['GRADIO_ANALYTICS_ENABLED'])")
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "GRADIO_ANALYTICS_ENABLED": "True"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "True"  # the user may turn analytics on
+
+
+def test_launch_address_from_environment(monkeypatch):
+    import app
+
+    for key in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "SPACE_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert app.launch_options() == {"server_name": "127.0.0.1", "server_port": 7860}
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    assert app.launch_options()["server_name"] == "0.0.0.0"
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "10.1.2.3")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8123")
+    assert app.launch_options() == {"server_name": "10.1.2.3", "server_port": 8123}

@@ -1,0 +1,200 @@
+"""Prediction tab: pick a model (a finished run or a Hub id at a revision), classify text, a file, or compare two.
+
+API (gradio_client, like any Space): /predict (text, model, revision) -> (label, note);
+/predict_file (file, model, revision, text_column) -> (predictions file, preview, note);
+/compare (text, model_a, revision_a, model_b, revision_b) -> (label_a, label_b, note);
+/list_models () -> picker update; /model_info (model, revision) -> (info, widget visibility...);
+/predict_image is the seam for image classifiers (the loaded model's task picks the input widget).
+Every handler runs engine code and turns its one-line errors into gr.Error; torch is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from engine.predict import check_text, model_task, shared_predictor
+from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
+
+EXAMPLES = [
+    "Shares in the carmaker fell 8% after it cut its profit forecast for the year, blaming weak demand in Europe.",
+    "The striker scored twice in the second half as the champions came from behind to win 3-2 at Anfield.",
+    "The prime minister faced questions in the Commons over the government's plans to raise council tax.",
+    "The band's new album went straight to number one, and their world tour sold out within hours.",
+    "The company unveiled a faster mobile chip and said its software update would fix the battery problems.",
+]
+FILE_TYPES = [".csv", ".jsonl", ".parquet"]
+# the task of the loaded model decides which input group is shown; image classifiers plug in here
+INPUT_GROUPS = ("text-classification", "image-classification")
+# several users may predict at once: the engine's model cache and tokenizer locks make that safe
+CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "4"))
+
+
+def empty_state(runs_dir: Path) -> str:
+    """What a fresh machine shows instead of a model list: how to get a model."""
+    return (f"**No finished run yet** in `{runs_dir}`. Train one in the **Fine-tuning** tab, or from the shell:\n\n"
+            f"`python -m engine.train --dataset_name bundled:bbc_news --output_dir {runs_dir}/bbc --max_steps 100`\n\n"
+            "(works offline, a few minutes on a CPU). Then press **Refresh runs**. With Hub access you can also "
+            "type a Hub id such as `user/model` into the model box.")
+
+
+def model_choices(runs_dir: Path, value: str | None = None) -> dict:
+    """A gr.update for a model picker: finished runs (newest first), keeping `value` or picking the newest.
+
+    Other tabs call this after a run finishes: `outputs=ctx.components["prediction.model"]`.
+    """
+    runs = finished_runs(runs_dir)
+    paths = [p for _, p in runs]
+    if not value:
+        value = paths[0] if paths else None
+    return gr.update(choices=runs, value=value)
+
+
+def _note(name: str, revision: str, lm, tokens: int, truncated: bool) -> str:
+    where = "" if Path(name).expanduser().exists() else f" @ {revision or 'main'}"
+    cut = f" — **text truncated** to the first {tokens} tokens" if truncated else f" — {tokens} tokens"
+    return f"`{name}`{where}: {len(lm.labels)} labels{cut}"
+
+
+@ui_errors
+def predict(text: str, model: str, revision: str, progress=gr.Progress()):
+    """Labels with probabilities for one text."""
+    text = check_text(text)
+    predictor = shared_predictor()
+    lm = predictor.load(model, revision, progress_adapter(progress))
+    probs = predictor.predict_text(model, text, revision)
+    return probs, _note(model, revision, lm, *predictor.tokens_used(lm, text))
+
+
+@ui_errors
+def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: str, progress=gr.Progress()):
+    """The same text through two models, side by side."""
+    text = check_text(text)
+    predictor = shared_predictor()
+    report = progress_adapter(progress)
+    out, notes = [], []
+    for side, (model, revision) in (("A", (model_a, revision_a)), ("B", (model_b, revision_b))):
+        lm = predictor.load(model, revision, report)
+        out.append(predictor.predict_text(model, text, revision))
+        notes.append(f"{side}: {_note(model, revision, lm, *predictor.tokens_used(lm, text))}")
+    agree = next(iter(out[0])) == next(iter(out[1]))
+    notes.append("The two models **agree**." if agree else "The two models **disagree**.")
+    return out[0], out[1], "\n\n".join(notes)
+
+
+@ui_errors
+def predict_file(file: str | None, model: str, revision: str, text_column: str, progress=gr.Progress()):
+    """A csv/jsonl/parquet file back with predicted_label and score columns, plus a preview."""
+    if not file:
+        raise gr.Error("file: none uploaded; upload a .csv, .jsonl or .parquet file", print_exception=False)
+    src = Path(file)
+    out = Path(tempfile.mkdtemp(prefix="hubtune-predictions-")) / f"{src.stem}.predictions{src.suffix.lower()}"
+    res = shared_predictor().predict_file(model, str(src), str(out), text_column or None, revision,
+                                          progress=progress_adapter(progress))
+    note = (f"{res.rows:,} rows classified from column `{res.text_column}` in {res.seconds:.1f} s "
+            f"({res.rows / max(res.seconds, 1e-9):.0f} rows/s); first {len(res.preview)} shown below.")
+    return str(res.output), res.preview, note
+
+
+@ui_errors
+def predict_image(image, model: str, revision: str):
+    """Seam for image classifiers: refused until the image task exists in the engine."""
+    if image is None:
+        raise gr.Error("image: none given; upload an image", print_exception=False)
+    shared_predictor().load(model, revision)  # raises: only text classifiers are served so far
+    raise gr.Error("image classification is not served yet", print_exception=False)
+
+
+def model_info(model: str, revision: str):
+    """Describe a picked model and show the input widgets for its task (local models: read from config.json)."""
+    task, info = "text-classification", ""
+    if model:
+        path = Path(model).expanduser()
+        path = path / "model" if (path / "model" / "config.json").exists() else path
+        if path.is_dir():
+            try:
+                task = model_task(path)
+                labels = list((json.loads((path / "config.json").read_text()).get("id2label") or {}).values())
+                info = f"{task}: {', '.join(map(str, labels[:12]))}{' …' if len(labels) > 12 else ''}"
+            except Exception as e:  # noqa: BLE001 - shown as a hint; predicting gives the full error
+                info = f"⚠️ {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        else:
+            info = f"Hub model `{model}` @ {revision or 'main'}: downloaded and loaded on first prediction"
+    return (info, *[gr.update(visible=(task == t)) for t in INPUT_GROUPS])
+
+
+def _refresh(runs_dir: Path, current: str | None):
+    update = model_choices(runs_dir, current)
+    has_runs = bool(update.get("choices"))
+    return update, gr.update(visible=not has_runs)
+
+
+def build(ctx: AppContext) -> None:
+    """Build the Prediction tab inside the current gr.Tab; registers prediction.model / prediction.revision."""
+    runs = finished_runs(ctx.runs_dir)
+    empty = gr.Markdown(empty_state(ctx.runs_dir), visible=not runs, label="empty state", elem_id="predict-empty")
+    with gr.Row(equal_height=True):
+        model = gr.Dropdown(runs, value=runs[0][1] if runs else None, allow_custom_value=True, label="Model",
+                            info="A finished run, or type a Hub id (user/name)", scale=4, elem_id="predict-model")
+        revision = gr.Textbox("main", label="Revision", info="Hub branch, tag or commit", scale=1)
+        refresh = gr.Button("Refresh runs", scale=0, size="sm")
+    info = gr.Markdown(label="model info", elem_id="predict-model-info")
+    with gr.Group(visible=True) as text_group:
+        text = gr.Textbox(lines=5, label="Text", placeholder="Type or paste text to classify", elem_id="predict-text")
+        with gr.Row():
+            go = gr.Button("Predict", variant="primary", elem_id="predict-button")
+            gr.ClearButton([text])
+        label = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-label")
+        note = gr.Markdown(label="details", elem_id="predict-note")
+        gr.Examples([[e] for e in EXAMPLES], inputs=[text], label="Examples")
+    with gr.Group(visible=False) as image_group:
+        image = gr.Image(type="pil", label="Image")
+        go_image = gr.Button("Predict image", variant="primary")
+        image_label = gr.Label(num_top_classes=5, label="Prediction")
+
+    with gr.Accordion("Batch: classify a file", open=False):
+        gr.Markdown("Upload a `.csv`, `.jsonl` or `.parquet` file; get it back with `predicted_label` and `score` "
+                    "columns. Large files are processed in chunks.")
+        with gr.Row():
+            file_in = gr.File(file_types=FILE_TYPES, label="Input file", elem_id="predict-file-in")
+            with gr.Column():
+                column = gr.Textbox(label="Text column", placeholder="empty: 'text' or the longest text column")
+                go_file = gr.Button("Classify file", variant="primary", elem_id="predict-file-button")
+            file_out = gr.File(label="Predictions file", interactive=False, elem_id="predict-file-out")
+        file_note = gr.Markdown(label="summary", elem_id="predict-file-note")
+        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=360)
+
+    with gr.Accordion("Compare two models on the same text", open=False):
+        with gr.Row():
+            model_b = gr.Dropdown(runs, value=runs[1][1] if len(runs) > 1 else None, allow_custom_value=True,
+                                  label="Model B", info="compared with the model picked above (A)", scale=4)
+            revision_b = gr.Textbox("main", label="Revision B", scale=1)
+        go_compare = gr.Button("Compare", elem_id="compare-button")
+        with gr.Row():
+            label_a = gr.Label(num_top_classes=5, label="Model A")
+            label_b = gr.Label(num_top_classes=5, label="Model B")
+        compare_note = gr.Markdown(label="details")
+
+    ctx.components.update({"prediction.model": model, "prediction.revision": revision,
+                           "prediction.model_b": model_b})
+    limits = {"concurrency_limit": CONCURRENCY, "concurrency_id": "predict"}
+    go.click(predict, [text, model, revision], [label, note], api_name="predict", **limits)
+    text.submit(predict, [text, model, revision], [label, note], api_name="predict_submit", **limits)
+    go_compare.click(compare, [text, model, revision, model_b, revision_b], [label_a, label_b, compare_note],
+                     api_name="compare", **limits)
+    go_file.click(predict_file, [file_in, model, revision, column], [file_out, preview, file_note],
+                  api_name="predict_file", concurrency_limit=2, concurrency_id="predict_file")
+    go_image.click(predict_image, [image, model, revision], [image_label], api_name="predict_image", **limits)
+    model.change(model_info, [model, revision], [info, text_group, image_group], api_name="model_info")
+
+    def refresh_fn(current):
+        return _refresh(ctx.runs_dir, current)
+
+    refresh.click(refresh_fn, [model], [model, empty], api_name="list_models")
+    if ctx.demo is not None:  # a run finished since the server started shows up on page load
+        ctx.demo.load(refresh_fn, [model], [model, empty], api_name="list_models_on_load")
+        ctx.demo.load(model_info, [model, revision], [info, text_group, image_group], api_name="model_info_on_load")

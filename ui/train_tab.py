@@ -1,0 +1,331 @@
+"""The Fine-tuning tab: pick model and data, check, start, watch, cancel/resume, read the results.
+
+Training runs as a subprocess (engine.jobs) started with exactly the command shown; the tab only reads the run
+directory, refreshed by a gr.Timer, so closing the browser never stops training and any page reattaches.
+Validation uses the trainer's own `TrainConfig.validate()`, so bad input is reported here before launch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from engine.config import DEFAULT_MODEL, ConfigError
+from engine.data import BUNDLED
+from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, save_upload, slug
+from ui import forms, run_view
+from ui.common import ui_errors
+
+TAB_ID = "train"
+# fields with their own widgets above the generated form, or managed by the job runner
+MANAGED = ("model_name_or_path", "dataset_name", "train_file", "text_column", "label_column", "output_dir",
+           "overwrite_output_dir", "resume_from_checkpoint")
+SOURCES = ("Bundled dataset", "Upload a file", "Hub dataset id")
+_MANAGERS: dict[Path, JobManager] = {}
+
+
+def manager(runs_dir=None) -> JobManager:
+    """One JobManager (and scheduler thread) per runs directory in this process."""
+    mgr = JobManager(runs_dir)
+    if mgr.runs_dir not in _MANAGERS:
+        mgr.start_scheduler()
+        _MANAGERS[mgr.runs_dir] = mgr
+    return _MANAGERS[mgr.runs_dir]
+
+
+def _model_choices(mgr: JobManager) -> list[str]:
+    done = [r["dir"] + "/model" for r in mgr.list_runs() if r["state"] == "done"]
+    return [DEFAULT_MODEL, *done]
+
+
+def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.components.Component | None = None,
+          predict_tab_id: str | int = "predict") -> dict:
+    """Render the tab's contents (call inside `gr.Tab`). With `tabs` and the Prediction tab's model picker,
+    'Open in Prediction tab' switches tabs and selects the run's model. Returns the components by name."""
+    mgr = manager(runs_dir)
+    gpus_note = ", ".join(f"{n} ({why})" for n, why in accelerate_configs().items() if why.startswith("ok"))
+    c: dict = {}
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("### 1 · Base model and data")
+            c["base_model"] = gr.Dropdown(_model_choices(mgr), value=DEFAULT_MODEL, allow_custom_value=True,
+                                          label="base model", elem_id="train-base-model",
+                                          info="The offline default, a Hub id, or a finished run's model/.")
+            c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="dataset source", elem_id="train-source")
+            c["bundled"] = gr.Dropdown(list(BUNDLED), value=next(iter(BUNDLED)), label="bundled dataset",
+                                       info="; ".join(d for _, d in BUNDLED.values()), elem_id="train-bundled")
+            c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet)", visible=False, elem_id="train-upload",
+                                  file_types=[".csv", ".json", ".jsonl", ".parquet"])
+            c["hub_id"] = gr.Textbox(label="Hub dataset id", visible=False, placeholder="e.g. imdb",
+                                     elem_id="train-hub-id")
+            c["data_path"] = gr.State(None)
+            with gr.Row():
+                c["text_col"] = gr.Dropdown(["text", "label"], value="text", label="text column",
+                                            allow_custom_value=True, elem_id="train-text-col")
+                c["label_col"] = gr.Dropdown(["text", "label"], value="label", label="label column",
+                                             allow_custom_value=True, elem_id="train-label-col")
+            gr.Markdown("### 2 · Hyperparameters")
+            c["form"] = forms.build_form(exclude=MANAGED)
+            with gr.Row():
+                c["run_name"] = gr.Textbox(label="run name", placeholder="(automatic)", elem_id="train-run-name")
+                usable = [n for n, why in accelerate_configs().items() if why.startswith("ok")]
+                c["accel"] = gr.Dropdown(usable, value=usable[0], label="accelerate config", elem_id="train-accel",
+                                         info=f"This machine can run: {gpus_note}.")
+            with gr.Row():
+                c["check"] = gr.Button("Check data and estimate", elem_id="train-check")
+                c["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+            c["problems"] = gr.Markdown(elem_id="train-problems")
+            with gr.Accordion("Pre-flight report", open=True):
+                c["report"] = gr.Markdown(elem_id="train-report")
+                with gr.Row():
+                    c["first_rows"] = gr.Dataframe(label="first rows", elem_id="train-first-rows", wrap=True)
+                    c["label_counts"] = gr.Dataframe(label="label counts", elem_id="train-label-counts")
+            c["command"] = gr.Code(label="command (run from the repository root)", language="shell",
+                                   elem_id="train-command", interactive=False)
+            c["yaml"] = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml", interactive=False)
+            c["download"] = gr.DownloadButton("Download config.yaml", elem_id="train-download")
+        with gr.Column(scale=4):
+            gr.Markdown("### 3 · Runs")
+            c["runs"] = gr.Dataframe(run_view.runs_table([]), label="all runs", interactive=False,
+                                     elem_id="train-runs")
+            with gr.Row():
+                c["run"] = gr.Dropdown([], label="show run", allow_custom_value=False, elem_id="train-run")
+                c["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+                c["resume"] = gr.Button("Resume", elem_id="train-resume")
+            c["progress"] = gr.HTML(run_view.progress_html(None), elem_id="train-progress")
+            with gr.Row():
+                c["loss_plot"] = gr.LinePlot(x="step", y="loss", color="series", title="loss", elem_id="plot-loss")
+                c["metric_plot"] = gr.LinePlot(x="step", y="value", color="metric", title="validation metrics",
+                                               elem_id="plot-metrics", y_lim=[0, 1])
+            with gr.Row():
+                c["lr_plot"] = gr.LinePlot(x="step", y="learning_rate", title="learning rate", elem_id="plot-lr")
+                c["speed_plot"] = gr.LinePlot(x="step", y="samples_per_second", title="samples/s",
+                                              elem_id="plot-speed")
+            c["log"] = gr.Textbox(label="log (train.log)", lines=8, max_lines=8, autoscroll=True,
+                                  elem_id="train-log", interactive=False)
+            with gr.Group(visible=False) as c["results"]:
+                c["metrics"] = gr.Dataframe(label="validation metrics", elem_id="train-metrics")
+                with gr.Row():
+                    c["confusion"] = gr.Image(label="confusion matrix", type="filepath", elem_id="train-confusion")
+                    c["per_class"] = gr.Dataframe(label="per-class report", elem_id="train-per-class")
+                c["wrong"] = gr.Dataframe(label="misclassified validation examples", wrap=True, max_height=300,
+                                          elem_id="train-wrong")
+                # shown once wired to a Prediction tab (app.py), hidden on the standalone page
+                c["open_predict"] = gr.Button("Open model in the Prediction tab", variant="primary",
+                                              elem_id="train-open-predict", visible=False)
+    c["timer"] = gr.Timer(2.0)
+    _wire(c, mgr, tabs, predict_model, predict_tab_id)
+    return c
+
+
+def _values(mgr, base_model, source, bundled, data_path, hub_id, text_col, label_col, *form_vals) -> dict:
+    """All widget values -> config values (the generated form plus the hand-placed data widgets)."""
+    values = forms.form_values(list(forms_names()), form_vals)
+    values.update(model_name_or_path=(base_model or "").strip() or None, text_column=text_col or None,
+                  label_column=label_col or None, dataset_name=None, train_file=None)
+    if source == SOURCES[0]:
+        values["dataset_name"] = bundled
+    elif source == SOURCES[1]:
+        if not data_path:
+            raise ConfigError("train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file")
+        values["train_file"] = data_path
+    else:
+        values["dataset_name"] = (hub_id or "").strip() or None
+    if source != SOURCES[1]:
+        for key in ("validation_file", "test_file"):
+            values.pop(key, None)
+    values["output_dir"] = str(mgr.runs_dir / "preview")  # replaced by the real run directory at Start
+    return values
+
+
+def forms_names() -> list[str]:
+    return [s.name for s in forms.field_specs(exclude=MANAGED)]
+
+
+def _config(mgr, *args):
+    values = _values(mgr, *args)
+    cfg = forms.to_config(values)
+    cfg.validate(check_paths=True)
+    return cfg
+
+
+def _problems_md(e: ConfigError) -> str:
+    return "**Please fix before starting:**\n\n" + "\n".join(f"- `{p.split(':', 1)[0]}`:{p.split(':', 1)[1]}"
+                                                             if ":" in p else f"- {p}" for p in e.problems)
+
+
+def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
+    form_inputs = [c["form"][n] for n in forms_names()]
+    data_inputs = [c["base_model"], c["source"], c["bundled"], c["data_path"], c["hub_id"], c["text_col"],
+                   c["label_col"]]
+
+    def on_source(source):
+        return (gr.update(visible=source == SOURCES[0]), gr.update(visible=source == SOURCES[1]),
+                gr.update(visible=source == SOURCES[2]))
+
+    c["source"].change(on_source, c["source"], [c["bundled"], c["upload"], c["hub_id"]], api_name="train_source")
+
+    @ui_errors
+    def on_upload(file):
+        if not file:
+            return None, gr.update(), gr.update(), ""
+        try:
+            saved = save_upload(file, mgr.runs_dir, Path(file).name)
+            from engine.preflight import columns
+
+            cols = columns(str(saved))
+        except (JobError, ConfigError) as e:
+            raise gr.Error(str(e)) from None
+        text = next((x for x in ("text", "sentence", "review", "content") if x in cols), cols[0])
+        label = next((x for x in ("label", "labels", "category") if x in cols), cols[-1])
+        return (str(saved), gr.update(choices=cols, value=text), gr.update(choices=cols, value=label),
+                f"Uploaded `{saved.name}` with columns: {', '.join(cols)}")
+
+    c["upload"].upload(on_upload, c["upload"], [c["data_path"], c["text_col"], c["label_col"], c["problems"]],
+                       api_name="train_upload")
+
+    @ui_errors
+    def check(run_name, accel, *args, progress=gr.Progress()):
+        try:
+            cfg = _config(mgr, *args)
+        except ConfigError as e:
+            return _problems_md(e), "", None, None, "", "", None
+        from engine.preflight import preflight, report_markdown
+
+        world = 2 if accel == "cpu_ddp.yaml" else 1
+        try:
+            rep = preflight(cfg, world_size=world, timed_steps=1, progress=lambda f, d="": progress(f, desc=d))
+        except ConfigError as e:
+            return _problems_md(e), "", None, None, "", "", None
+        planned = mgr.runs_dir / slug(run_name or "<automatic name>")
+        argv, env = command_for(planned, accel)
+        cfg.output_dir = str(planned)
+        yaml_text = cfg.to_yaml()
+        path = Path(tempfile.mkdtemp(prefix="hubtune-cfg-")) / "config.yaml"
+        path.write_text(yaml_text)
+        import pandas as pd
+
+        counts = pd.DataFrame({"label": list(rep["label_counts"]), "count": list(rep["label_counts"].values())})
+        return ("✅ config is valid", report_markdown(rep), pd.DataFrame(rep["first_rows"]), counts,
+                display_command(argv, env), yaml_text, str(path))
+
+    c["check"].click(check, [c["run_name"], c["accel"], *data_inputs, *form_inputs],
+                     [c["problems"], c["report"], c["first_rows"], c["label_counts"], c["command"], c["yaml"],
+                      c["download"]], api_name="train_check")
+
+    @ui_errors
+    def start(run_name, accel, *args):
+        try:
+            cfg = _config(mgr, *args)
+            info = mgr.submit(cfg, accel, name=run_name or None)
+        except ConfigError as e:
+            return _problems_md(e), gr.update(), gr.update(), gr.update(), gr.update()
+        except JobError as e:
+            raise gr.Error(str(e)) from None
+        cfg_path = Path(info["dir"]) / "config.yaml"
+        where = "started" if info["state"] != "queued" else f"queued at position {info['queue_position']}"
+        return (f"✅ run `{info['name']}` {where}", info["command"], cfg_path.read_text(), str(cfg_path),
+                gr.update(choices=[r["name"] for r in mgr.list_runs()], value=info["name"]))
+
+    c["start"].click(start, [c["run_name"], c["accel"], *data_inputs, *form_inputs],
+                     [c["problems"], c["command"], c["yaml"], c["download"], c["run"]], api_name="train_start")
+
+    view_outputs = [c["runs"], c["run"], c["progress"], c["loss_plot"], c["metric_plot"], c["lr_plot"],
+                    c["speed_plot"], c["log"], c["results"], c["metrics"], c["confusion"], c["per_class"], c["wrong"]]
+
+    def refresh(selected):
+        """Re-read every run from disk (this is also how a reloaded page reattaches)."""
+        mgr.poll()
+        runs = mgr.list_runs()
+        names = [r["name"] for r in runs]
+        if selected not in names:
+            active = next((r["name"] for r in runs if r["state"] in ("starting", "running")), None)
+            selected = active or (names[0] if names else None)
+        info = next((r for r in runs if r["name"] == selected), None)
+        table = run_view.runs_table(runs)
+        if info is None:
+            return (table, gr.update(choices=names, value=None), run_view.progress_html(None), *[None] * 4, "",
+                    gr.update(visible=False), None, None, None, None)
+        run_dir = Path(info["dir"])
+        cur = run_view.curves(run_dir)
+        res = run_view.results(run_dir) if info["state"] == "done" else None
+        tail = [gr.update(visible=False), None, None, None, None] if res is None else [
+            gr.update(visible=True), res["headline"], run_view.confusion_png(run_dir), res["per_class"],
+            res["misclassified"]]
+        return (table, gr.update(choices=names, value=selected), run_view.progress_html(info), cur["loss"],
+                cur["metrics"], cur["lr"], cur["speed"], run_view.log_tail(run_dir), *tail)
+
+    c["timer"].tick(refresh, c["run"], view_outputs, api_name="train_refresh", show_progress="hidden")
+    c["run"].input(refresh, c["run"], view_outputs, api_name="train_select_run", show_progress="hidden")
+
+    def select_row(evt: gr.SelectData):
+        row = evt.row_value if evt is not None else None
+        return gr.update(value=row[0]) if row else gr.update()
+
+    c["runs"].select(select_row, None, c["run"], api_name="train_pick_run")
+
+    def act(what):
+        def handler(selected):
+            if not selected:
+                raise gr.Error("select a run first")
+            try:
+                info = getattr(mgr, what)(selected)
+            except (JobError, ConfigError) as e:
+                raise gr.Error(str(e)) from None
+            return run_view.progress_html(info)
+        return handler
+
+    c["cancel"].click(act("cancel"), c["run"], c["progress"], api_name="train_cancel")
+    c["resume"].click(act("resume"), c["run"], c["progress"], api_name="train_resume")
+
+    if predict_model is not None and tabs is not None:
+        wire_open_in_predict(c, mgr, tabs, predict_model, predict_tab_id)
+
+
+def wire_open_in_predict(c: dict, mgr: JobManager, tabs, predict_model, predict_tab_id="prediction",
+                         runs_dir=None) -> None:
+    """'Open model in the Prediction tab': select that tab and put the run in its model picker."""
+    def open_predict(selected):
+        if not selected or not (mgr.run_dir(selected) / "model" / "config.json").exists():
+            raise gr.Error("this run has no finished model yet")
+        path = str(Path(runs_dir) / selected) if runs_dir is not None else str(mgr.run_dir(selected))
+        try:
+            from ui.predict_tab import model_choices
+
+            picker = model_choices(Path(runs_dir or mgr.runs_dir), value=path)  # refreshed list, new run chosen
+        except ImportError:
+            picker = gr.update(value=path)
+        return gr.Tabs(selected=predict_tab_id), picker
+
+    c["open_predict"].visible = True
+    c["open_predict"].click(open_predict, c["run"], [tabs, predict_model], api_name="train_open_in_predict")
+
+
+def build_tab(ctx) -> None:
+    """app.py's TABS entry: build inside the current gr.Tab and, once every tab exists, wire the
+    Prediction-tab button to ctx.components["prediction.model"] and ctx.tabs."""
+    c = build(ctx.runs_dir)
+
+    def link(ctx):
+        picker = ctx.components.get("prediction.model")
+        if picker is not None and ctx.tabs is not None:
+            wire_open_in_predict(c, manager(ctx.runs_dir), ctx.tabs, picker, "prediction", ctx.runs_dir)
+
+    ctx.on_built.append(link)
+
+
+def standalone(runs_dir=None) -> gr.Blocks:
+    """The tab on its own page (development, and tests that do not need the whole app)."""
+    with gr.Blocks(title="hubtune · Fine-tuning") as demo:
+        with gr.Tabs(selected=TAB_ID):
+            with gr.Tab("Fine-tuning", id=TAB_ID):
+                build(runs_dir)
+    return demo
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    standalone().launch()

@@ -1,10 +1,10 @@
 """Predictor vs `transformers.pipeline("text-classification", batch_size=32)`, same model, same texts, one run.
 
-    python bench/predict_vs_pipeline.py --model runs/bbc            # 1,000 BBC News articles, max_length 512
+    python bench/predict_vs_pipeline.py --model runs/bbc            # 1,000 BBC News paragraphs, max_length 256
     python bench/predict_vs_pipeline.py --model runs/bbc --quick    # CI smoke test: 48 texts, no start-up timing
 
-Texts: real BBC News articles (engine.data BUNDLED['bundled:bbc_news']) in a fixed shuffled order, truncated by
-both sides at the same max_length. Both sides run block by block, alternating, so a change in machine load hits
+Texts: real BBC News paragraphs of varied length (engine.data BUNDLED['bundled:bbc_news_paragraphs']; or whole
+articles with --dataset bbc_news) in a fixed shuffled order, truncated by both sides at the same max_length. Both sides run block by block, alternating, so a change in machine load hits
 both alike. Reports texts/s of each, the speed-up, and label agreement (the Predictor's default precision must
 give the pipeline's labels exactly). Unless --quick or --no-startup: time-to-ready of `python app.py` against
 `python -c "import gradio"` (median of --startup_runs). Exit code 1 when the labels differ.
@@ -31,11 +31,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def bbc_texts(n: int, seed: int = 0) -> list[str]:
-    """`n` BBC News articles in a fixed random order (varied lengths: ~100 to 5,000 tokens)."""
+def bbc_texts(n: int, seed: int = 0, dataset: str = "bbc_news_paragraphs") -> list[str]:
+    """`n` real BBC News texts in a fixed random order: paragraphs (a few to ~500 words) or whole articles."""
     from engine.data import BUNDLED
 
-    texts = BUNDLED["bundled:bbc_news"][0]()["text"]
+    texts = BUNDLED[f"bundled:{dataset}"][0]()["text"]
     random.Random(seed).shuffle(texts)
     return texts[:n]
 
@@ -132,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a table; returns 1 when the labels differ."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="run dir, model dir or Hub id (default: newest finished run in runs/)")
-    p.add_argument("--n", type=int, default=1000, help="number of BBC News articles")
-    p.add_argument("--max_length", type=int, default=512, help="both sides truncate at this many tokens")
+    p.add_argument("--n", type=int, default=1000, help="number of BBC News texts")
+    p.add_argument("--dataset", choices=["bbc_news_paragraphs", "bbc_news"], default="bbc_news_paragraphs",
+                   help="paragraphs: varied lengths (the common case); bbc_news: whole, mostly truncated articles")
+    p.add_argument("--max_length", type=int, default=256, help="both sides truncate at this many tokens")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--blocks", type=int, default=4, help="alternate the two sides over this many blocks")
     p.add_argument("--startup_runs", type=int, default=3)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.max_length, args.blocks, args.no_startup = 48, 64, 2, True
-    fig = compare(args.model or default_model(), bbc_texts(args.n), args.max_length, args.batch_size, args.blocks)
+    fig = compare(args.model or default_model(), bbc_texts(args.n, dataset=args.dataset), args.max_length, args.batch_size, args.blocks)
     if not args.no_startup:
         fig.update(time_to_ready(args.startup_runs))
     rows = [("texts (BBC News, truncated at max_length)", f"{fig['texts']} (max_length {fig['max_length']})"),

@@ -37,3 +37,8 @@ def tiny_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     assert main(train_args(out)) == 0
     return out
+
+
+# One Chromium for the whole session: a second sync Playwright in the same process cannot start while the first
+# runs, so every browser test module takes this one (defined in _app_fixtures, registered once here).
+from _app_fixtures import browser  # noqa: E402,F401

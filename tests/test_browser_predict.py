@@ -3,7 +3,7 @@ see the label; upload a file and download the predictions file."""
 
 import pandas as pd
 
-from _app_fixtures import app_runs_dir, browser, launched_app  # noqa: F401 - fixtures
+from _app_fixtures import app_runs_dir, launched_app  # noqa: F401 - fixtures (browser: conftest)
 from engine.data import BUNDLED
 from engine.predict import shared_predictor
 

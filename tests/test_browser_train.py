@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 
-from _app_fixtures import browser, serve  # noqa: F401
+from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
 
 ART = ROOT / "artifacts"
 

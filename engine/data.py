@@ -7,6 +7,7 @@ Problems raise `DataError` with one line that names the field and the fix.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -282,7 +283,9 @@ def tokenize_splits(splits: Splits, tokenizer, max_seq_length: int) -> dict:
             continue
         ds = ds.map(encode, batched=True, desc=f"tokenizing {name}")
         if name != "train":
-            ds = ds.sort("length", reverse=True)
+            with warnings.catch_warnings():  # pyarrow deprecation noise from inside datasets' sort
+                warnings.simplefilter("ignore", FutureWarning)
+                ds = ds.sort("length", reverse=True)
         out[name] = ds
     return out
 

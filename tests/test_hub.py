@@ -285,12 +285,12 @@ def test_push_to_hub_from_training_config(tiny_run, hub, tmp_path):
     assert len(repo.commits) == 3 and "README.md" in hub.files("model", "alice/trained")
     # the same run pushed to a repo it may not write: logged as a failed push, the run stays done
     from engine.config import TrainConfig
-    from engine.train import _push
+    from engine.checkpoint import push
 
     hub.add_repo("model", "bob/taken", {"README.md": b"x"})
     cfg = TrainConfig.load(run.config)
     cfg.hub_model_id = "bob/taken"
-    _push(cfg, run, 4)
+    push(cfg, run, 4)
     last = run.read_events()[-1]
     assert last["type"] == "push" and not last["ok"] and "not allowed" in last["error"]
     assert run.is_finished() and count_secrets(out, hub.root, tmp_path / "hf-cache") == 0

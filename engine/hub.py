@@ -96,6 +96,32 @@ def _sync_env() -> str:
     return ep
 
 
+_NAMES: dict[tuple[str, str], str | None] = {}
+
+
+def account_name(token=None, use_stored_token: bool = True) -> str | None:
+    """The Hub user name behind the token, only to prefill forms: None when offline, without a token, or on any error.
+
+    One attempt, no retries, cached per (endpoint, token digest) in memory, so a form that asks again costs nothing.
+    """
+    import hashlib
+
+    if _offline():
+        return None
+    tok = resolve_token(token, use_stored_token)
+    if tok is None:
+        return None
+    ep = _sync_env()
+    key = (ep, hashlib.sha256(tok.reveal().encode()).hexdigest())
+    if key not in _NAMES:
+        try:
+            _NAMES[key] = _api(tok, ep).whoami().get("name")
+        except Exception as e:  # noqa: BLE001 - a suggestion only; pushing reports the real error
+            log.debug("whoami for a suggestion failed: %s", _brief(e, tok))
+            _NAMES[key] = None
+    return _NAMES[key]
+
+
 def check_repo_id(repo_id: str, field: str = "model_name_or_path") -> None:
     """Raise HubError unless `repo_id` is a valid Hub id (`name` or `namespace/name`)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id

@@ -140,7 +140,8 @@ def build(ctx: AppContext) -> None:
     with gr.Row(equal_height=True):
         model = gr.Dropdown(runs, value=runs[0][1] if runs else None, allow_custom_value=True, label="Model",
                             info="A finished run, or type a Hub id (user/name)", scale=4, elem_id="predict-model")
-        revision = gr.Textbox("main", label="Revision", info="Hub branch, tag or commit", scale=1)
+        revision = gr.Textbox("main", label="Revision", info="Hub branch, tag or commit", scale=1,
+                              elem_id="predict-revision")
         refresh = gr.Button("Refresh runs", scale=0, size="sm")
     info = gr.Markdown(label="model info", elem_id="predict-model-info")
     with gr.Group(visible=True) as text_group:

@@ -16,7 +16,7 @@ import gradio as gr
 from engine.config import DEFAULT_MODEL, ConfigError
 from engine.data import BUNDLED
 from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, save_upload, slug
-from ui import forms, run_view
+from ui import forms, hub_panel, run_view
 from ui.common import ui_errors
 
 TAB_ID = "train"
@@ -92,7 +92,9 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
             c["runs"] = gr.Dataframe(run_view.runs_table([]), label="all runs", interactive=False,
                                      elem_id="train-runs")
             with gr.Row():
-                c["run"] = gr.Dropdown([], label="show run", allow_custom_value=False, elem_id="train-run")
+                # custom values: API clients name runs started after this page was built; handlers check every name
+                c["run"] = gr.Dropdown([r["name"] for r in mgr.list_runs()], value=None, label="show run",
+                                       allow_custom_value=True, elem_id="train-run")
                 c["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
                 c["resume"] = gr.Button("Resume", elem_id="train-resume")
             c["progress"] = gr.HTML(run_view.progress_html(None), elem_id="train-progress")
@@ -116,6 +118,7 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
                 # shown once wired to a Prediction tab (app.py), hidden on the standalone page
                 c["open_predict"] = gr.Button("Open model in the Prediction tab", variant="primary",
                                               elem_id="train-open-predict", visible=False)
+                c["hub"] = hub_panel.build(c["run"], mgr.run_dir)  # push the shown finished run to the Hub
     c["timer"] = gr.Timer(2.0)
     _wire(c, mgr, tabs, predict_model, predict_tab_id)
     return c

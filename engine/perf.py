@@ -5,17 +5,24 @@ from __future__ import annotations
 import time
 
 
-def flops_per_token(model, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x non-embedding parameters (forward + backward matmuls) plus attention.
+def flop_terms(model) -> tuple[float, float]:
+    """(dense, attention) training FLOPs per token: dense + attention x sequence length is the whole count.
 
-    Embedding lookups are not matmuls, so their parameters are left out; attention adds 12 x layers x hidden x
-    sequence length (scores and weighted sum, forward and backward), as in the PaLM/Chinchilla accounting.
+    Dense: 6 x non-embedding parameters (forward + backward matmuls); embedding lookups are not matmuls, so their
+    parameters are left out. Attention: 12 x layers x hidden per token per position attended (scores and weighted
+    sum, forward and backward), as in the PaLM/Chinchilla accounting; 0 for models without that config.
     """
-    cfg = model.config
+    cfg = getattr(model, "config", None)
     params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
     layers = getattr(cfg, "num_hidden_layers", 0) or 0
     hidden = getattr(cfg, "hidden_size", 0) or 0
-    return 6.0 * params + 12.0 * layers * hidden * seq_len
+    return 6.0 * params, 12.0 * layers * hidden
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token at sequence length `seq_len` (see flop_terms)."""
+    dense, attention = flop_terms(model)
+    return dense + attention * seq_len
 
 
 def matmul_peak(device: str = "cpu", dtype: str = "float32", size: int = 1024, seconds: float = 0.3) -> float:

@@ -106,6 +106,7 @@ class LoadedModel:
     nbytes: int
     # the Rust tokenizer re-applies truncation settings on every call and refuses concurrent mutation
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    user_code: str | None = None  # the pkg.mod:Class an image model was rebuilt from (refused unless allowed)
 
 
 def _run_max_length(path: Path) -> int | None:
@@ -122,14 +123,20 @@ def _run_max_length(path: Path) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def load_model(name: str, revision: str | None = "main", device: str | None = None) -> LoadedModel:
-    """Resolve and load one model for prediction (no caching; use a Predictor for that)."""
+def load_model(name: str, revision: str | None = "main", device: str | None = None,
+               allow_user_code: bool = False) -> LoadedModel:
+    """Resolve and load one model for prediction (no caching; use a Predictor for that). Image models rebuilt
+    from a `pkg.mod:Class` run the user's code, so they load only with `allow_user_code`."""
     import torch
 
     from engine import modeling
 
     path = modeling.resolve_model(name, revision, field="model")
     task = model_task(path)
+    if task == "image-classification":
+        from engine.image_inputs import load_image_model
+
+        return load_image_model(name, revision, path, device, allow_user_code)
     if task != "text-classification":
         raise ModelError(f"model: '{name}' is an {task} model; only text classification is served so far")
     model, tokenizer = modeling.load_for_inference(path)
@@ -213,26 +220,50 @@ class Predictor:
     """Predict with cached models: `predict(model, texts)`, `predict_file(model, in, out)`."""
 
     def __init__(self, max_cache_mb: int | None = None, max_models: int | None = None, batch_size: int = 32,
-                 precision: str = "auto", device: str | None = None):
+                 precision: str = "auto", device: str | None = None, allow_user_code: bool = False):
         mb = max_cache_mb or int(os.environ.get("HUBTUNE_MODEL_CACHE_MB", "2048"))
         self.cache = ModelCache(mb << 20, max_models or int(os.environ.get("HUBTUNE_MODEL_CACHE_MODELS", "4")))
         if precision not in PRECISIONS:
             raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
         self.batch_size, self.precision, self.device = batch_size, precision, device
+        # image models built from a user's pkg.mod:Class run its code: only the command line turns this on
+        self.allow_user_code = allow_user_code
 
-    def load(self, name: str, revision: str | None = "main", progress: Progress = _noop) -> LoadedModel:
-        """The loaded model for a local run/dir or Hub id at `revision` (from the cache when possible)."""
+    def load(self, name: str, revision: str | None = "main", progress: Progress = _noop, *,
+             allow_user_code: bool | None = None) -> LoadedModel:
+        """The loaded model for a local run/dir or Hub id at `revision` (from the cache when possible).
+
+        `allow_user_code` (default: the Predictor's) must be true for image models rebuilt from `pkg.mod:Class`.
+        """
+        allowed = self.allow_user_code if allow_user_code is None else allow_user_code
         key = _cache_key(name, revision)
 
         def loader():
             progress(0.0, f"loading model {name} (first use)")
             t0 = time.perf_counter()
-            loaded = load_model(name, revision, self.device)
+            loaded = load_model(name, revision, self.device, allow_user_code=allowed)
             log.info("loaded %s in %.1f s (%d labels, max_length %d, bf16 %s)", name, time.perf_counter() - t0,
                      len(loaded.labels), loaded.max_length, loaded.bf16)
             return loaded
 
-        return self.cache.get(key, loader)
+        lm = self.cache.get(key, loader)
+        if lm.user_code and not allowed:  # cached by a caller that allowed user code; this one does not
+            from engine.custom_models import refuse_user_code
+
+            refuse_user_code(lm.user_code, "model")
+        return lm
+
+    def predict_image(self, name: str, image, revision: str | None = "main", *,
+                      allow_user_code: bool | None = None) -> dict[str, float]:
+        """{label: probability} for one image, best first. `image`: a PIL image, a numpy array (HxW or HxWxC, uint8
+        or float in [0, 1]) or a path; converted to the model's channels and size (engine/image_inputs.py)."""
+        from engine.image_inputs import image_probabilities
+
+        lm = self.load(name, revision, allow_user_code=allow_user_code)
+        if lm.task != "image-classification":
+            raise PredictError(f"model: '{name}' is a {lm.task} model; it reads text, not images")
+        row = image_probabilities(lm, [image])[0]
+        return dict(sorted(zip(lm.labels, map(float, row)), key=lambda p: -p[1]))
 
     def predict(self, name: str, texts: list[str], revision: str | None = "main", *, max_length: int | None = None,
                 precision: str | None = None, progress: Progress = _noop) -> list[dict[str, float] | None]:
@@ -257,6 +288,8 @@ class Predictor:
         """One probability row (numpy) per text, None for blank or missing texts, in the order given."""
         import numpy as np
 
+        if lm.task != "text-classification":
+            raise PredictError(f"model: '{lm.name}' is an {lm.task} model; give it images (--image, the Image box)")
         precision = precision or self.precision
         if precision not in PRECISIONS:
             raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
@@ -384,6 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="text to classify (repeat for several)")
     src.add_argument("--input", help="csv, jsonl or parquet file to classify")
+    src.add_argument("--image", action="append", help="image file to classify (repeat for several); the command "
+                     "line may rebuild models from a pkg.mod:Class (user code)")
     p.add_argument("--text_column", help="column of --input holding the text (default: 'text' or a guess)")
     p.add_argument("--output", help="where to write the predictions file (default: <input>.predictions.<ext>)")
     p.add_argument("--top_k", type=int, default=5, help="labels to print per text")
@@ -402,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1 or args.top_k < 1 or (args.max_length is not None and args.max_length < 2):
             raise PredictError("batch_size and top_k must be >= 1, max_length >= 2")
-        predictor = Predictor(batch_size=args.batch_size, precision=args.precision)
+        predictor = Predictor(batch_size=args.batch_size, precision=args.precision, allow_user_code=True)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # stderr carries our own progress line and errors only
@@ -415,8 +450,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwrote {res.rows} predictions to {res.output} ({res.rows / max(res.seconds, 1e-9):.0f} "
                   "texts/s)", file=sys.stderr)
             return 0
-        for text in args.text:
-            probs = predictor.predict_text(args.model, text, args.revision, max_length=args.max_length)
+        for item in args.text or args.image:
+            probs = predictor.predict_text(args.model, item, args.revision, max_length=args.max_length) if args.text \
+                else predictor.predict_image(args.model, item, args.revision)
             top = dict(list(probs.items())[:args.top_k])
             if args.json:
                 print(json.dumps({"label": next(iter(top)), "scores": top}))

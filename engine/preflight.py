@@ -4,6 +4,8 @@ First rows, label counts (with an imbalance warning), token-length percentiles, 
 max_seq_length and batching imply, the number of optimizer steps, and an ETA from a few real training steps
 on real batches of the run's size (the first step is warm-up and not timed). Uses the trainer's own
 load_splits/tokenize_splits and batch sampler, so the numbers describe the real run.
+Image runs (engine/images.py) report image sizes and modes and the model's input instead of token lengths,
+timed through the trainer's own image model, views and collator.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable
 from engine.config import TrainConfig
 
 IMBALANCE_RATIO = 3.0  # largest class / smallest class above this earns a warning
+IMAGE_SAMPLE = 1000  # images whose size and mode are read (decoding every photo of a big set takes too long)
 
 
 def _noop(fraction: float, desc: str = "") -> None:
@@ -33,15 +36,20 @@ def preflight(cfg: TrainConfig, world_size: int = 1, timed_steps: int = 2,
     """Inspect the data and time a few real steps; raises ConfigError (DataError/ModelError) on bad input."""
     import numpy as np
 
+    from engine import custom_models, images, modeling
     from engine import data as data_mod
-    from engine import modeling
     from engine.train import LengthGroupedBatchSampler
 
+    scratch = custom_models.is_from_scratch(cfg.model_name_or_path)
+    model_path = None if scratch else modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    if images.is_image_run(cfg, model_path):
+        # the pre-flight runs inside the web app: never import a user's pkg.mod:Class there (a run dir included)
+        custom_models.refuse_in_web_app(cfg.model_name_or_path)
+        return _image_preflight(cfg, model_path, world_size, timed_steps, progress)
     progress(0.05, "loading data")
     splits = data_mod.load_splits(cfg)
     names = splits.label_names
     progress(0.25, "tokenizing")
-    model_path = modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
     tokenizer = modeling.load_tokenizer(model_path)
     sample = splits.train.select(range(min(len(splits.train), 5000)))  # percentiles need no more
     # datasets 5 returns lazy Column objects; tokenizers want plain lists
@@ -57,12 +65,8 @@ def preflight(cfg: TrainConfig, world_size: int = 1, timed_steps: int = 2,
             real, padded = real + lengths.sum(), padded + lengths.max() * len(lengths)
         return float(1 - real / max(padded, 1))
 
-    counts = {n: 0 for n in names}
-    for i in list(splits.train["label"]):
-        counts[names[i]] += 1
-    batches = math.ceil(len(splits.train) / cfg.per_device_train_batch_size)
-    steps_per_epoch = max(1, math.ceil(math.ceil(batches / world_size) / cfg.gradient_accumulation_steps))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    counts = _label_counts(splits)
+    steps_per_epoch, total_steps = _steps(cfg, len(splits.train), world_size)
     report = {
         "first_rows": [{"text": r["text"][:300], "label": names[r["label"]]}
                        for r in splits.train.select(range(min(5, len(splits.train))))],
@@ -73,11 +77,7 @@ def preflight(cfg: TrainConfig, world_size: int = 1, timed_steps: int = 2,
         "max_seq_length": cfg.max_seq_length, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
         "world_size": world_size, "warnings": [],
     }
-    smallest, largest = min(counts.values()), max(counts.values())
-    if smallest == 0 or largest / smallest > IMBALANCE_RATIO:
-        report["warnings"].append(
-            f"labels are imbalanced: largest class {largest} vs smallest {smallest} examples; watch macro F1, "
-            "not just accuracy")
+    report["warnings"] += _imbalance(counts)
     if report["truncated_fraction"] > 0.1:
         report["warnings"].append(f"{report['truncated_fraction']:.0%} of texts are longer than max_seq_length "
                                   f"{cfg.max_seq_length} and will be truncated (p95 is "
@@ -89,38 +89,76 @@ def preflight(cfg: TrainConfig, world_size: int = 1, timed_steps: int = 2,
     return report
 
 
+def _label_counts(splits) -> dict[str, int]:
+    names = splits.label_names
+    counts = {n: 0 for n in names}
+    for i in list(splits.train["label"]):
+        counts[names[i]] += 1
+    return counts
+
+
+def _steps(cfg: TrainConfig, num_train: int, world_size: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) as the training loop counts them."""
+    batches = math.ceil(num_train / cfg.per_device_train_batch_size)
+    steps_per_epoch = max(1, math.ceil(math.ceil(batches / world_size) / cfg.gradient_accumulation_steps))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    return steps_per_epoch, total_steps
+
+
+def _imbalance(counts: dict[str, int]) -> list[str]:
+    smallest, largest = min(counts.values()), max(counts.values())
+    if smallest == 0 or largest / smallest > IMBALANCE_RATIO:
+        return [f"labels are imbalanced: largest class {largest} vs smallest {smallest} examples; watch macro F1, "
+                "not just accuracy"]
+    return []
+
+
 def _time_steps(cfg, model_path, tokenizer, splits, lengths, timed_steps, progress) -> float:
     """Seconds per optimizer step of real forward/backward/AdamW on real batches (1 process, this machine)."""
     import torch
     from transformers import DataCollatorWithPadding
 
     from engine import modeling
-    from engine.config import resolve_mixed_precision
     from engine.train import LengthGroupedBatchSampler
 
     torch.manual_seed(cfg.seed)
-    model = modeling.load_for_training(model_path, splits.label_names)
+    model = modeling.load_for_training(model_path, splits.label_names, cfg.attention_dropout)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     collate = DataCollatorWithPadding(tokenizer)
     sampler = iter(LengthGroupedBatchSampler(lengths.tolist(), cfg.per_device_train_batch_size, cfg.seed,
                                              group=cfg.group_by_length))
+
+    def next_batch(i):
+        nonlocal sampler
+        idx = next(sampler, None)
+        if idx is None:
+            sampler = iter(LengthGroupedBatchSampler(lengths.tolist(), cfg.per_device_train_batch_size,
+                                                     cfg.seed + i, group=cfg.group_by_length))
+            idx = next(sampler)
+        rows = splits.train.select(idx)
+        enc = tokenizer(*(list(rows[c]) for c in ("text", "text_pair") if c in rows.column_names),
+                        truncation=True, max_length=cfg.max_seq_length)
+        batch = collate([{k: enc[k][j] for k in enc} for j in range(len(idx))])
+        batch["labels"] = torch.tensor(list(rows["label"]))
+        return batch
+
+    return _measure(cfg, model, opt, next_batch, timed_steps, progress)
+
+
+def _measure(cfg, model, opt, next_batch, timed_steps, progress) -> float:
+    """Mean seconds of `timed_steps` optimizer steps (forward, backward, AdamW; batch preparation included)."""
+    import torch
+
+    from engine.config import resolve_mixed_precision
+
     precision = resolve_mixed_precision(cfg)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(1 + timed_steps):  # step 0 warms up (allocations, kernel selection): not timed
         t = time.perf_counter()
         for _ in range(cfg.gradient_accumulation_steps):
-            idx = next(sampler, None)
-            if idx is None:
-                sampler = iter(LengthGroupedBatchSampler(lengths.tolist(), cfg.per_device_train_batch_size,
-                                                         cfg.seed + i, group=cfg.group_by_length))
-                idx = next(sampler)
-            rows = splits.train.select(idx)
-            enc = tokenizer(*(list(rows[c]) for c in ("text", "text_pair") if c in rows.column_names),
-                            truncation=True, max_length=cfg.max_seq_length)
-            batch = collate([{k: enc[k][j] for k in enc} for j in range(len(idx))])
-            batch["labels"] = torch.tensor(list(rows["label"]))
+            batch = next_batch(i)
             with autocast:
                 loss = model(**batch).loss
             loss.backward()
@@ -132,8 +170,68 @@ def _time_steps(cfg, model_path, tokenizer, splits, lengths, timed_steps, progre
     return float(sum(times) / len(times))
 
 
+def _image_preflight(cfg: TrainConfig, model_path, world_size: int, timed_steps: int, progress) -> dict:
+    """The report of an image run: label counts, image sizes and modes, the model's input, steps, measured ETA."""
+    from collections import Counter
+
+    import numpy as np
+    import torch
+
+    from engine import images
+    from engine.image_inputs import processor_channels, processor_size, training_parts
+
+    progress(0.05, "loading images")
+    source, processor, splits, parts = images.prepare_run(cfg, model_path)
+    names = splits.label_names
+    counts = _label_counts(splits)
+    steps_per_epoch, total_steps = _steps(cfg, len(splits.train), world_size)
+    progress(0.25, "reading image sizes")
+    sample = splits.train.select(range(min(len(splits.train), IMAGE_SAMPLE)))
+    sizes, modes = Counter(), Counter()
+    for im in sample["image"]:
+        sizes[f"{im.size[0]}×{im.size[1]}"] += 1
+        modes[im.mode] += 1
+    side, channels = processor_size(processor), processor_channels(processor)
+    report = {
+        "task": "image-classification",
+        "first_rows": [{"image": f"{r['image'].size[0]}×{r['image'].size[1]} {r['image'].mode}", "example": r["text"],
+                        "label": names[r["label"]]} for r in splits.train.select(range(min(5, len(splits.train))))],
+        "label_counts": counts, "num_train": len(splits.train), "num_validation": len(splits.validation),
+        "image_sizes": dict(sizes.most_common()), "image_modes": dict(modes.most_common()),
+        "sampled": len(sample), "model_input": [channels, side, side],
+        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world_size,
+        "warnings": _imbalance(counts),
+    }
+    if len(sizes) > 1 or next(iter(sizes)) != f"{side}×{side}":
+        report["warnings"].append(f"images come in {len(sizes)} size{'s' if len(sizes) > 1 else ''} "
+                                  f"({', '.join(list(sizes)[:3])}{' …' if len(sizes) > 3 else ''}); every image is "
+                                  f"resized to the model's {side}×{side}")
+    rgb = sum(n for m, n in modes.items() if m not in ("1", "L", "LA", "I", "I;16", "F"))
+    if channels == 1 and rgb:
+        report["warnings"].append(f"{rgb} of {len(sample)} sampled images are in colour; the model reads 1 channel, "
+                                  "so they are converted to grayscale")
+    progress(0.45, "timing a few real training steps")
+    torch.manual_seed(cfg.seed)
+    model, collate, views = training_parts(cfg, source, splits, parts, processor)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    order = np.random.default_rng(cfg.seed).permutation(len(views["train"])).tolist()
+    size = cfg.per_device_train_batch_size
+
+    def next_batch(i):
+        start = (i * size) % max(1, len(order) - size + 1)
+        return collate([views["train"][k] for k in order[start:start + size]])
+
+    report["seconds_per_step"] = _measure(cfg, model, opt, next_batch, timed_steps, progress)
+    report["eta_seconds"] = report["seconds_per_step"] * total_steps
+    progress(1.0, "done")
+    return report
+
+
 def report_markdown(r: dict) -> str:
     """The report as Markdown for the UI."""
+    if r.get("task") == "image-classification":
+        return _image_markdown(r)
     p = r["token_percentiles"]
     eta = r["eta_seconds"]
     lines = [
@@ -147,6 +245,24 @@ def report_markdown(r: dict) -> str:
         f"{r['world_size']} process{'es' if r['world_size'] > 1 else ''}).",
         f"**ETA**: about {_duration(eta)} of training ({r['seconds_per_step']:.2f} s per step measured on real "
         "batches here, plus ~10-30 s start-up).",
+    ]
+    lines += [f"⚠️ {w}" for w in r["warnings"]]
+    return "\n\n".join(lines)
+
+
+def _image_markdown(r: dict) -> str:
+    c, h, w = r["model_input"]
+    sizes = ", ".join(f"{k} ({n})" for k, n in list(r["image_sizes"].items())[:4])
+    modes = ", ".join(f"{k} ({n})" for k, n in r["image_modes"].items())
+    lines = [
+        f"**{r['num_train']}** training and **{r['num_validation']}** validation images, "
+        f"**{len(r['label_counts'])}** labels.",
+        f"**Image sizes** (of {r['sampled']} sampled): {sizes}{' …' if len(r['image_sizes']) > 4 else ''} — "
+        f"**modes**: {modes}. The model reads {c}×{h}×{w} ({'grayscale' if c == 1 else 'RGB'}).",
+        f"**Steps**: {r['total_steps']} optimizer steps ({r['steps_per_epoch']} per epoch, "
+        f"{r['world_size']} process{'es' if r['world_size'] > 1 else ''}).",
+        f"**ETA**: about {_duration(r['eta_seconds'])} of training ({r['seconds_per_step']:.3f} s per step measured "
+        "on real batches here, plus ~10-30 s start-up).",
     ]
     lines += [f"⚠️ {w}" for w in r["warnings"]]
     return "\n\n".join(lines)

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from engine.config import ConfigError, TrainConfig, parse_args, resolve_mixed_precision
-from engine.checkpoint import (LengthGroupedBatchSampler, LoopState, push, push_checkpoint, resume_dir_for, save_best,
-                               save_checkpoint)
+from engine.checkpoint import (LengthGroupedBatchSampler, LoopState, crash_point, push, push_checkpoint, remove_dir,
+                               resume_dir_for, save_best, save_checkpoint)
 from engine.events import RunDir, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("hubtune")
@@ -83,16 +83,27 @@ def train(cfg: TrainConfig) -> dict:
     run = RunDir(cfg.output_dir)
 
     # --- every check that can fail on bad input happens before anything is written -------------------------
-    model_path = modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
-    model_config = modeling.load_config(model_path)
-    limit = modeling.max_positions(model_config)
-    if limit and cfg.max_seq_length > limit:
-        raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
-                          f"use max_seq_length <= {limit}")
-    tokenizer = modeling.load_tokenizer(model_path)
-    with accelerator.main_process_first():
-        splits = data_mod.load_splits(cfg)
-        tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
+    from engine import custom_models, images
+
+    # models built from scratch (mlp, vit-tiny, pkg.mod:Class) have nothing to resolve
+    model_path = None if custom_models.is_from_scratch(cfg.model_name_or_path) else \
+        modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    if images.is_image_run(cfg, model_path):  # engine/images.py; `tokenizer` is then the image processor
+        with accelerator.main_process_first():
+            model_path, tokenizer, splits, tokenized = images.prepare_run(cfg, model_path)
+    else:
+        model_config = modeling.load_config(model_path)
+        limit = modeling.max_positions(model_config)
+        if limit and cfg.max_seq_length > limit:
+            raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
+                              f"use max_seq_length <= {limit}")
+        tokenizer = modeling.load_tokenizer(model_path)
+        with accelerator.main_process_first():
+            splits = data_mod.load_splits(cfg)
+            if images.is_image_splits(splits):
+                raise ConfigError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds "
+                                  "images; use mlp or vit-tiny (from scratch) or an image classifier")
+            tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
     resume_dir = resume_dir_for(cfg, run)
 
     # --- the run directory ---------------------------------------------------------------------------------
@@ -108,11 +119,12 @@ def train(cfg: TrainConfig) -> dict:
     try:
         return _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resume_dir, mixed_precision)
     except Cancelled:
-        if accelerator.is_main_process:
+        # a signal after the completion record (a peer rank aborting at exit) never turns done into cancelled
+        if accelerator.is_main_process and run.read_status().get("state") != "done":
             run.write_status("cancelled", error=None, finished_at=time.time())
         raise
     except Exception as e:
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and run.read_status().get("state") != "done":
             line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
             run.write_status("failed", error=line[:500], finished_at=time.time())
         raise
@@ -129,20 +141,32 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
 
     from engine import modeling
     from engine.data import model_view
+    from engine.images import is_image_splits
 
     set_seed(cfg.seed)
-    model = modeling.load_for_training(model_path, splits.label_names)
+    image = is_image_splits(splits)
+    if image:  # engine/image_inputs.py: images converted to the model's channels, augmented in training only
+        from engine.image_inputs import tokens_per_image, training_parts
+
+        model, collator, views = training_parts(cfg, model_path, splits, tokenized, tokenizer)
+        lengths, image_tokens = [1] * len(views["train"]), tokens_per_image(model, tokenizer)
+    else:
+        model = modeling.load_for_training(model_path, splits.label_names, cfg.attention_dropout)
+        collator = DataCollatorWithPadding(tokenizer,
+                                           pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        views, lengths = {name: model_view(ds) for name, ds in tokenized.items()}, tokenized["train"]["length"]
     if cfg.torch_compile:
         model = torch.compile(model)
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
-    batch_sampler = LengthGroupedBatchSampler(tokenized["train"]["length"], cfg.per_device_train_batch_size,
-                                              cfg.seed, group=cfg.group_by_length)
+    batch_sampler = LengthGroupedBatchSampler(lengths, cfg.per_device_train_batch_size, cfg.seed,
+                                              group=cfg.group_by_length and not image)
+    if image:
+        views["train"].epoch_of = batch_sampler  # augmentation seeded by (seed, epoch, index): exact resume
     # dedicated generators keep DataLoader start-up from drawing on the global RNG (dropout), for exact resume
-    train_dl = DataLoader(model_view(tokenized["train"]), batch_sampler=batch_sampler, collate_fn=collator,
+    train_dl = DataLoader(views["train"], batch_sampler=batch_sampler, collate_fn=collator,
                           num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(cfg.seed))
-    eval_dls = {name: DataLoader(model_view(ds), batch_size=cfg.per_device_eval_batch_size, collate_fn=collator,
+    eval_dls = {name: DataLoader(view, batch_size=cfg.per_device_eval_batch_size, collate_fn=collator,
                                  num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(0))
-                for name, ds in tokenized.items() if name != "train"}
+                for name, view in views.items() if name != "train"}
 
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or n.endswith(".bias")]
     decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or n.endswith(".bias"))]
@@ -185,12 +209,13 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
              cfg.model_name_or_path, len(splits.train), len(splits.label_names), total_steps, world,
              mixed_precision)
 
-    from engine.perf import flops_per_token, matmul_peak
+    from engine.perf import flop_terms, matmul_peak
 
-    # MFU = achieved model FLOP/s over this machine's measured matmul peak in the training dtype (x processes)
+    # MFU = achieved model FLOP/s over this machine's measured matmul peak in the training dtype (x processes);
+    # a 1 s burst, best of many, so a moment of load from other programs does not lower the peak
     peak_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(mixed_precision, "float32")
-    perf = {"flops_per_token": flops_per_token(accelerator.unwrap_model(model), cfg.max_seq_length),
-            "peak": matmul_peak(str(accelerator.device), peak_dtype) * world, "peak_dtype": peak_dtype}
+    perf = {"terms": flop_terms(accelerator.unwrap_model(model)),
+            "peak": matmul_peak(str(accelerator.device), peak_dtype, seconds=1.0) * world, "peak_dtype": peak_dtype}
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc="training", dynamic_ncols=True)
     evaluator = _Evaluator(accelerator, model, splits, cfg)
@@ -198,7 +223,6 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     window = {"loss": zero.clone(), "batches": 0, "real": zero.clone(), "padded": 0, "samples": 0}
     t_start = t_window = time.perf_counter()
     start_step = state.step
-    evaluated_at = -1
     samples_seen = 0
     clock = {"paused": 0.0, "window_paused": 0.0}  # evaluation and checkpoint time, left out of throughput
 
@@ -212,9 +236,8 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
 
     @paused
     def do_eval():
-        nonlocal evaluated_at
         metrics = evaluator.run(eval_dls["validation"], state)
-        evaluated_at = state.step
+        state.last_eval_step = state.step
         value = metrics[cfg.metric_for_best_model.removeprefix("eval_")] if \
             cfg.metric_for_best_model.removeprefix("eval_") != "loss" else metrics["loss"]
         better = state.best_metric is None or (value > state.best_metric if cfg.greater_is_better
@@ -249,16 +272,22 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
             batch_idx += 1
             # accumulate on the device: reading the loss every step would synchronise the host with the device
             window["loss"] += loss.detach()
-            window["real"] += batch["attention_mask"].sum()
-            window["padded"] += batch["attention_mask"].numel()
+            n = batch["labels"].shape[0]
+            if image:  # a fixed number of tokens (patches) per image and no padding
+                window["real"] += n * image_tokens
+                window["padded"] += n * image_tokens
+            else:
+                window["real"] += batch["attention_mask"].sum()
+                window["padded"] += batch["attention_mask"].numel()
             window["batches"] += 1
-            window["samples"] += batch["input_ids"].shape[0]
-            samples_seen += batch["input_ids"].shape[0]
+            window["samples"] += n
+            samples_seen += n
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
             state.step, state.batch_in_epoch = state.step + 1, batch_idx
             progress.update(1)
+            crash_point("after_step", state.step, accelerator.process_index)
             if state.step % cfg.logging_steps == 0 or state.step == total_steps:
                 now = time.perf_counter()
                 _log_window(accelerator, run, state, window, now - t_window - clock["window_paused"],
@@ -276,10 +305,10 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
                 break
         else:
             state.epoch, state.batch_in_epoch = epoch + 1, 0
-        if cfg.eval_strategy == "epoch" and evaluated_at != state.step and not state.stopped_early:
+        if cfg.eval_strategy == "epoch" and state.last_eval_step != state.step and not state.stopped_early:
             do_eval()
     progress.close()
-    if evaluated_at < 0:
+    if state.last_eval_step is None:
         do_eval()  # a run shorter than one evaluation period still gets evaluated (and a best model)
     train_seconds = time.perf_counter() - t_start - clock["paused"]
     throughput = {"train_seconds": round(train_seconds, 2),
@@ -299,6 +328,8 @@ def _log_window(accelerator, run, state, window, dt, elapsed, steps_done, total_
                          torch.tensor(float(window["samples"]), device=window["loss"].device)])
     stats = accelerator.reduce(stats, reduction="sum").tolist()
     loss, batches, real, padded, samples = stats
+    dense, attention = perf["terms"]
+    flops = real * (dense + attention * padded / max(samples, 1))  # attention at the batches' mean length
     event = {
         "type": "train", "step": state.step,
         "epoch": round(state.epoch + batch_idx / max(1, batches_per_epoch), 4),
@@ -307,8 +338,8 @@ def _log_window(accelerator, run, state, window, dt, elapsed, steps_done, total_
         "tokens_per_second": round(real / max(dt, 1e-9), 1),
         "padding_waste": round(1 - real / max(padded, 1), 4),
         # model FLOPs are counted on real tokens only: padding is work the model did for nothing
-        "flops_per_second": round(perf["flops_per_token"] * real / max(dt, 1e-9)),
-        "mfu": round(perf["flops_per_token"] * real / max(dt, 1e-9) / perf["peak"], 4),
+        "flops_per_second": round(flops / max(dt, 1e-9)),
+        "mfu": round(flops / max(dt, 1e-9) / perf["peak"], 4),
         "eta_seconds": round((total_steps - state.step) * elapsed / max(steps_done, 1), 1),
         "total_steps": total_steps,
     }
@@ -385,15 +416,16 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
             pred = max(range(len(p)), key=p.__getitem__)
             lines.append(json.dumps({"text": text[:2000], "label": splits.label_names[y],
                                      "prediction": splits.label_names[pred], "score": round(p[pred], 6)}))
-        atomic_write_text(run.predictions, "\n".join(lines) + "\n")
-        atomic_write_json(run.metrics, result)
+        # model/ appears whole by one rename; metrics.json after it, so metrics never describe a missing model
         tmp = run.path / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp, safe_serialization=True, state_dict=accelerator.get_state_dict(model))
+        crash_point("mid_final_save", state.step)
         tokenizer.save_pretrained(tmp)
-        if run.model.exists():
-            shutil.rmtree(run.model)
+        remove_dir(run.model)
         os.replace(tmp, run.model)
+        atomic_write_text(run.predictions, "\n".join(lines) + "\n")
+        atomic_write_json(run.metrics, result)
         run.append_event({"type": "done", "step": state.step, **{f"eval_{k}": result[k] for k in
                                                                   ("accuracy", "f1", "loss")}})
         # the completion record, written last: a run is done only if this says so
@@ -404,6 +436,7 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
         if cfg.push_to_hub:
             push(cfg, run, state.step)
     accelerator.wait_for_everyone()
+    crash_point("after_done", state.step, accelerator.process_index)
     accelerator.end_training()
     return result
 

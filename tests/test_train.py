@@ -161,3 +161,16 @@ def test_extra_metric_from_local_module():
     assert extra["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     base = classification_metrics(labels, preds, ["a", "b", "c"])
     assert base["accuracy"] == pytest.approx(4 / 6) and base["confusion_matrix"][0] == [2, 1, 0]
+
+
+def test_attention_dropout_is_set_on_the_layers_and_the_saved_config_keeps_the_base_value():
+    from engine.modeling import load_for_training, offline_default_path
+
+    base = offline_default_path()
+    for value in (0.0, 0.3):
+        model = load_for_training(base, ["a", "b", "c"], attention_dropout=value)
+        drops = {m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and n.endswith("self.dropout")}
+        assert drops == {value}  # every attention layer
+        assert model.config.attention_probs_dropout_prob == 0.1  # what save_pretrained writes: the base's value
+    model = load_for_training(base, ["a", "b"])
+    assert {m.p for n, m in model.named_modules() if n.endswith("self.dropout")} == {0.1}  # None: the model's own

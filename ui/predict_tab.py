@@ -4,7 +4,7 @@ API (gradio_client, like any Space): /predict (text, model, revision) -> (label,
 /predict_file (file, model, revision, text_column) -> (predictions file, preview, note);
 /compare (text, model_a, revision_a, model_b, revision_b) -> (label_a, label_b, note);
 /list_models () -> picker update; /model_info (model, revision) -> (info, widget visibility...);
-/predict_image is the seam for image classifiers (the loaded model's task picks the input widget).
+/predict_image and /predict_sketch (ui/predict_images.py): the loaded model's task picks the input widget.
 Every handler runs engine code and turns its one-line errors into gr.Error; torch is imported on first use only.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.predict import check_text, model_task, shared_predictor
+from ui import predict_images
 from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
 
 EXAMPLES = [
@@ -100,17 +101,9 @@ def predict_file(file: str | None, model: str, revision: str, text_column: str, 
     return str(res.output), res.preview, note
 
 
-@ui_errors
-def predict_image(image, model: str, revision: str):
-    """Seam for image classifiers: refused until the image task exists in the engine."""
-    if image is None:
-        raise gr.Error("image: none given; upload an image", print_exception=False)
-    shared_predictor().load(model, revision)  # raises: only text classifiers are served so far
-    raise gr.Error("image classification is not served yet", print_exception=False)
-
-
 def model_info(model: str, revision: str):
-    """Describe a picked model and show the input widgets for its task (local models: read from config.json)."""
+    """Describe a picked model and show the input widgets for its task (local models: read from config.json):
+    (info, text group, image group, sketchpad, text-only tools) updates; the sketchpad only for digit models."""
     task, info = "text-classification", ""
     if model:
         path = Path(model).expanduser()
@@ -124,7 +117,10 @@ def model_info(model: str, revision: str):
                 info = f"⚠️ {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         else:
             info = f"Hub model `{model}` @ {revision or 'main'}: downloaded and loaded on first prediction"
-    return (info, *[gr.update(visible=(task == t)) for t in INPUT_GROUPS])
+    digits = task == "image-classification" and predict_images.is_digit_model(model)
+    hub = bool(model) and info.startswith("Hub model")  # its task is known once loaded: offer both inputs
+    text_only = gr.update(visible=hub or task == "text-classification")  # file batches and compare read text
+    return (info, *[gr.update(visible=hub or task == t) for t in INPUT_GROUPS], gr.update(visible=digits), text_only)
 
 
 def _refresh(runs_dir: Path, current: str | None):
@@ -152,45 +148,43 @@ def build(ctx: AppContext) -> None:
         label = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-label")
         note = gr.Markdown(label="details", elem_id="predict-note")
         gr.Examples([[e] for e in EXAMPLES], inputs=[text], label="Examples")
-    with gr.Group(visible=False) as image_group:
-        image = gr.Image(type="pil", label="Image")
-        go_image = gr.Button("Predict image", variant="primary")
-        image_label = gr.Label(num_top_classes=5, label="Prediction")
+    limits = {"concurrency_limit": CONCURRENCY, "concurrency_id": "predict"}
+    image_group, sketch_col = predict_images.build(model, revision, limits)
 
-    with gr.Accordion("Batch: classify a file", open=False):
-        gr.Markdown("Upload a `.csv`, `.jsonl` or `.parquet` file; get it back with `predicted_label` and `score` "
-                    "columns. Large files are processed in chunks.")
-        with gr.Row():
-            file_in = gr.File(file_types=FILE_TYPES, label="Input file", elem_id="predict-file-in")
-            with gr.Column():
-                column = gr.Textbox(label="Text column", placeholder="empty: 'text' or the longest text column")
-                go_file = gr.Button("Classify file", variant="primary", elem_id="predict-file-button")
-            file_out = gr.File(label="Predictions file", interactive=False, elem_id="predict-file-out")
-        file_note = gr.Markdown(label="summary", elem_id="predict-file-note")
-        preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=360)
+    with gr.Column() as text_tools:  # file batches and comparisons read text: hidden for image models
+        with gr.Accordion("Batch: classify a file", open=False):
+            gr.Markdown("Upload a `.csv`, `.jsonl` or `.parquet` file; get it back with `predicted_label` and `score` "
+                        "columns. Large files are processed in chunks.")
+            with gr.Row():
+                file_in = gr.File(file_types=FILE_TYPES, label="Input file", elem_id="predict-file-in")
+                with gr.Column():
+                    column = gr.Textbox(label="Text column", placeholder="empty: 'text' or the longest text column")
+                    go_file = gr.Button("Classify file", variant="primary", elem_id="predict-file-button")
+                file_out = gr.File(label="Predictions file", interactive=False, elem_id="predict-file-out")
+            file_note = gr.Markdown(label="summary", elem_id="predict-file-note")
+            preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=360)
 
-    with gr.Accordion("Compare two models on the same text", open=False):
-        with gr.Row():
-            model_b = gr.Dropdown(runs, value=runs[1][1] if len(runs) > 1 else None, allow_custom_value=True,
-                                  label="Model B", info="compared with the model picked above (A)", scale=4)
-            revision_b = gr.Textbox("main", label="Revision B", scale=1)
-        go_compare = gr.Button("Compare", elem_id="compare-button")
-        with gr.Row():
-            label_a = gr.Label(num_top_classes=5, label="Model A")
-            label_b = gr.Label(num_top_classes=5, label="Model B")
-        compare_note = gr.Markdown(label="details")
+        with gr.Accordion("Compare two models on the same text", open=False):
+            with gr.Row():
+                model_b = gr.Dropdown(runs, value=runs[1][1] if len(runs) > 1 else None, allow_custom_value=True,
+                                      label="Model B", info="compared with the model picked above (A)", scale=4)
+                revision_b = gr.Textbox("main", label="Revision B", scale=1)
+            go_compare = gr.Button("Compare", elem_id="compare-button")
+            with gr.Row():
+                label_a = gr.Label(num_top_classes=5, label="Model A")
+                label_b = gr.Label(num_top_classes=5, label="Model B")
+            compare_note = gr.Markdown(label="details")
 
     ctx.components.update({"prediction.model": model, "prediction.revision": revision,
                            "prediction.model_b": model_b})
-    limits = {"concurrency_limit": CONCURRENCY, "concurrency_id": "predict"}
     go.click(predict, [text, model, revision], [label, note], api_name="predict", **limits)
     text.submit(predict, [text, model, revision], [label, note], api_name="predict_submit", **limits)
     go_compare.click(compare, [text, model, revision, model_b, revision_b], [label_a, label_b, compare_note],
                      api_name="compare", **limits)
     go_file.click(predict_file, [file_in, model, revision, column], [file_out, preview, file_note],
                   api_name="predict_file", concurrency_limit=2, concurrency_id="predict_file")
-    go_image.click(predict_image, [image, model, revision], [image_label], api_name="predict_image", **limits)
-    model.change(model_info, [model, revision], [info, text_group, image_group], api_name="model_info")
+    widgets = [info, text_group, image_group, sketch_col, text_tools]
+    model.change(model_info, [model, revision], widgets, api_name="model_info")
 
     def refresh_fn(current):
         return _refresh(ctx.runs_dir, current)
@@ -198,4 +192,4 @@ def build(ctx: AppContext) -> None:
     refresh.click(refresh_fn, [model], [model, empty], api_name="list_models")
     if ctx.demo is not None:  # a run finished since the server started shows up on page load
         ctx.demo.load(refresh_fn, [model], [model, empty], api_name="list_models_on_load")
-        ctx.demo.load(model_info, [model, revision], [info, text_group, image_group], api_name="model_info_on_load")
+        ctx.demo.load(model_info, [model, revision], widgets, api_name="model_info_on_load")

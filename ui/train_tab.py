@@ -175,6 +175,8 @@ def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
                 gr.update(visible=source == SOURCES[2]))
 
     c["source"].change(on_source, c["source"], [c["bundled"], c["upload"], c["hub_id"]], api_name="train_source")
+    c["base_model"].change(train_images.learning_rate_for, [c["base_model"], c["form"]["learning_rate"]],
+                           c["form"]["learning_rate"], api_name="train_suggest_lr", show_progress="hidden")
 
     @ui_errors
     def on_upload(file):

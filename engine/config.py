@@ -8,9 +8,11 @@ The help text of each field is written once, here, and reused by `--help` and by
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import difflib
+import logging
 import os
 import sys
 import types
@@ -40,6 +42,25 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse for hubtune's commands: a bad flag raises ConfigError (one line, exit 2 via `report`)."""
+
+    def error(self, message):
+        raise ConfigError(message)
+
+
+def cli_logging(level: int = logging.INFO) -> None:
+    """Log lines of hubtune's commands: `12:00:00 hubtune INFO ...` on stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s hubtune %(levelname)s %(message)s", datefmt="%H:%M:%S")
+
+
+def report(e: ConfigError) -> int:
+    """Print each problem as one `hubtune: error: ...` line on stderr; returns the exit code for bad input (2)."""
+    for problem in e.problems:
+        print(f"hubtune: error: {problem}", file=sys.stderr)
+    return 2
 
 
 def _f(default, help: str, group: str, **extra):

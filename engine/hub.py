@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import CliParser, ConfigError, cli_logging, report
 
 log = logging.getLogger("hubtune")
 
@@ -393,15 +393,9 @@ def publish_space(space_id: str, files: dict, token=None, private: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m engine.hub push|pull ...`; one `hubtune: error: ...` line and exit 2 on any problem."""
-    import argparse
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            raise HubError(message)
-
-    p = Parser(prog="python -m engine.hub", description="Push runs to and pull models from the Hugging Face Hub. "
+    p = CliParser(prog="python -m engine.hub", description="Push runs to and pull models from the Hugging Face Hub. "
                "The token comes from HF_TOKEN or `hf auth login`, never from the command line.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=CliParser)
     push = sub.add_parser("push", help="upload a finished run directory as a model repo")
     push.add_argument("run_dir")
     push.add_argument("--repo", required=True, help="user/name or org/name")
@@ -412,8 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     pull_p.add_argument("repo")
     pull_p.add_argument("--revision", default=None, help="branch, tag or commit")
     pull_p.add_argument("--cache-dir", default=None)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s hubtune %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    cli_logging()
     try:
         args = p.parse_args(argv)
         if args.cmd == "push":
@@ -422,9 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(pull(args.repo, args.revision, cache_dir=args.cache_dir))
     except ConfigError as e:
-        for problem in e.problems:
-            print(f"hubtune: error: {problem}", file=sys.stderr)
-        return 2
+        return report(e)
     return 0
 
 

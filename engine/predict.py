@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.config import ConfigError
+from engine.config import CliParser, ConfigError, report
 from engine.modeling import ModelError
 
 log = logging.getLogger("hubtune")
@@ -404,14 +404,8 @@ def shared_predictor() -> Predictor:
 # command line
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like every other hubtune error
-        print(f"hubtune: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m engine.predict", description="Classify texts or a file with a fine-tuned model.")
+    p = CliParser(prog="python -m engine.predict", description="Classify texts or a file with a fine-tuned model.")
     p.add_argument("--model", required=True, help="finished run dir, model dir or Hub id")
     p.add_argument("--revision", default="main", help="Hub branch, tag or commit (Hub ids only)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -433,8 +427,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; 0 on success, 2 on bad input (one line on stderr)."""
     logging.basicConfig(level=logging.WARNING, format="hubtune %(levelname)s %(message)s")
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         if args.batch_size < 1 or args.top_k < 1 or (args.max_length is not None and args.max_length < 2):
             raise PredictError("batch_size and top_k must be >= 1, max_length >= 2")
         predictor = Predictor(batch_size=args.batch_size, precision=args.precision, allow_user_code=True)
@@ -442,11 +436,11 @@ def main(argv: list[str] | None = None) -> int:
 
         hf_logging.disable_progress_bar()  # stderr carries our own progress line and errors only
         if args.input:
-            def report(fraction, desc):
+            def show_progress(fraction, desc):
                 print(f"\r{desc} ({fraction:.0%})", end="", file=sys.stderr, flush=True)
 
             res = predictor.predict_file(args.model, args.input, args.output, args.text_column, args.revision,
-                                         max_length=args.max_length, progress=report)
+                                         max_length=args.max_length, progress=show_progress)
             print(f"\nwrote {res.rows} predictions to {res.output} ({res.rows / max(res.seconds, 1e-9):.0f} "
                   "texts/s)", file=sys.stderr)
             return 0
@@ -459,9 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print("  ".join(f"{label} {p:.4f}" for label, p in top.items()))
     except ConfigError as e:
-        for problem in e.problems:
-            print(f"hubtune: error: {problem}", file=sys.stderr)
-        return 2
+        return report(e)
     return 0
 
 

@@ -233,7 +233,6 @@ def report_markdown(r: dict) -> str:
     if r.get("task") == "image-classification":
         return _image_markdown(r)
     p = r["token_percentiles"]
-    eta = r["eta_seconds"]
     lines = [
         f"**{r['num_train']}** training and **{r['num_validation']}** validation examples, "
         f"**{len(r['label_counts'])}** labels.",
@@ -241,13 +240,8 @@ def report_markdown(r: dict) -> str:
         f"{r['truncated_fraction']:.0%} truncated at max_seq_length {r['max_seq_length']}.",
         f"**Padding**: {r['padding_waste']:.0%} of batch tokens would be padding with this batching "
         f"({r['padding_waste_ungrouped']:.0%} with plain random batches).",
-        f"**Steps**: {r['total_steps']} optimizer steps ({r['steps_per_epoch']} per epoch, "
-        f"{r['world_size']} process{'es' if r['world_size'] > 1 else ''}).",
-        f"**ETA**: about {_duration(eta)} of training ({r['seconds_per_step']:.2f} s per step measured on real "
-        "batches here, plus ~10-30 s start-up).",
     ]
-    lines += [f"⚠️ {w}" for w in r["warnings"]]
-    return "\n\n".join(lines)
+    return _with_steps_and_eta(lines, r, ".2f")
 
 
 def _image_markdown(r: dict) -> str:
@@ -259,12 +253,18 @@ def _image_markdown(r: dict) -> str:
         f"**{len(r['label_counts'])}** labels.",
         f"**Image sizes** (of {r['sampled']} sampled): {sizes}{' …' if len(r['image_sizes']) > 4 else ''} — "
         f"**modes**: {modes}. The model reads {c}×{h}×{w} ({'grayscale' if c == 1 else 'RGB'}).",
-        f"**Steps**: {r['total_steps']} optimizer steps ({r['steps_per_epoch']} per epoch, "
-        f"{r['world_size']} process{'es' if r['world_size'] > 1 else ''}).",
-        f"**ETA**: about {_duration(r['eta_seconds'])} of training ({r['seconds_per_step']:.3f} s per step measured "
-        "on real batches here, plus ~10-30 s start-up).",
     ]
-    lines += [f"⚠️ {w}" for w in r["warnings"]]
+    return _with_steps_and_eta(lines, r, ".3f")
+
+
+def _with_steps_and_eta(lines: list[str], r: dict, step_format: str) -> str:
+    """The report's lines, then steps, the measured ETA and any warnings, as Markdown paragraphs."""
+    lines = [*lines,
+             f"**Steps**: {r['total_steps']} optimizer steps ({r['steps_per_epoch']} per epoch, "
+             f"{r['world_size']} process{'es' if r['world_size'] > 1 else ''}).",
+             f"**ETA**: about {_duration(r['eta_seconds'])} of training ({r['seconds_per_step']:{step_format}} s per "
+             "step measured on real batches here, plus ~10-30 s start-up).",
+             *(f"⚠️ {w}" for w in r["warnings"])]
     return "\n\n".join(lines)
 
 

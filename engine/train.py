@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.config import ConfigError, TrainConfig, parse_args, resolve_mixed_precision
+from engine.config import ConfigError, TrainConfig, cli_logging, parse_args, report, resolve_mixed_precision
 from engine.checkpoint import (LengthGroupedBatchSampler, LoopState, crash_point, push, push_checkpoint, remove_dir,
                                resume_dir_for, save_best, save_checkpoint)
 from engine.events import RunDir, atomic_write_json, atomic_write_text
@@ -35,29 +35,21 @@ class Cancelled(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (2 for bad input, 1 for a failure during training)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s hubtune %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    cli_logging()
     try:
         cfg = parse_args(argv)
         cfg.validate()
     except ConfigError as e:
-        _report(e)
-        return 2
+        return report(e)
     try:
         train(cfg)
     except ConfigError as e:
-        _report(e)
-        return 2
+        return report(e)
     except Cancelled:
         print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
               file=sys.stderr)
         return 130
     return 0
-
-
-def _report(e: ConfigError) -> None:
-    for problem in e.problems:
-        print(f"hubtune: error: {problem}", file=sys.stderr)
 
 
 def _on_sigterm(signum, frame):

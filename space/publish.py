@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.config import CliParser, ConfigError, cli_logging, report
 from engine.hub import HubError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,25 +71,15 @@ def publish(space_id: str, private: bool = False, token=None, root: Path = ROOT)
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: prints the Space URL, or one `hubtune: error: ...` line and exits 2."""
-    import argparse
-    import logging
-
-    class Parser(argparse.ArgumentParser):
-        def error(self, message):
-            raise HubError(message)
-
-    p = Parser(prog="python -m space.publish", description=__doc__.split("\n\n")[0])
+    p = CliParser(prog="python -m space.publish", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", required=True, help="user/name or org/name of the Space")
     p.add_argument("--private", action="store_true", help="create the Space as private")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s hubtune %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    cli_logging()
     try:
         args = p.parse_args(argv)
         print(publish(args.space, private=args.private))
     except ConfigError as e:
-        for problem in e.problems:
-            print(f"hubtune: error: {problem}", file=sys.stderr)
-        return 2
+        return report(e)
     return 0
 
 

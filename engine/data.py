@@ -129,6 +129,11 @@ def _check_utf8(p: Path, field: str) -> None:
             offset += len(chunk)
 
 
+def cached_on_disk(cfg: TrainConfig) -> bool:
+    """Whether loading writes the `datasets` disk cache (Hub datasets); bundled sets and files load in memory."""
+    return bool(cfg.dataset_name) and not cfg.dataset_name.startswith("bundled:")
+
+
 def _load_raw(cfg: TrainConfig) -> dict:
     """Return {'train': Dataset, 'validation': Dataset|None, 'test': Dataset|None} with the user's columns."""
     import datasets

@@ -4,7 +4,8 @@ Every run is a directory `runs_dir/<name>/`. All state lives on disk, so a new J
 restarted UI process) sees exactly what the old one saw:
 
     config.yaml   written here before launch; the command is always
-                  `accelerate launch --config_file accelerate_configs/X.yaml -m engine.train --config <dir>/config.yaml`
+                  `python -m accelerate.commands.launch --config_file accelerate_configs/X.yaml -m engine.train
+                  --config <dir>/config.yaml` (the launcher `accelerate launch` runs, started with this interpreter)
     job.json      the runner's record: command, accelerate config, launcher pid and its start time
     status.json   the engine's record (engine/events.py); `queued` is written here, the rest by engine.train
     train.log     stdout and stderr of every rank
@@ -23,6 +24,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -80,7 +82,9 @@ def usable_accelerate_configs(gpus: int | None = None) -> list[str]:
 def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[str, str]]:
     """The exact argv and extra environment of a run (paths relative to the repo root when inside it)."""
     cfg_file = ACCELERATE_DIR / accelerate_config
-    argv = ["accelerate", "launch", "--config_file", _rel(cfg_file), "-m", "engine.train",
+    # `accelerate launch` as a module of this interpreter: the `accelerate` script would also import every other
+    # accelerate subcommand (transformers, boto3: ~1.5 s per run) and might be another Python's on PATH
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _rel(cfg_file), "-m", "engine.train",
             "--config", _rel(run_dir / "config.yaml")]
     # cpu_ddp uses the MULTI_GPU launcher with use_cpu; accelerate needs this to start 2 CPU processes (DESIGN.md)
     env = {"ACCELERATE_USE_CPU": "1"} if accelerate_config.startswith("cpu") else {}
@@ -90,7 +94,14 @@ def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[
 def display_command(argv: list[str], env: dict[str, str]) -> str:
     """The command as a user would type it in a shell at the repo root."""
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    if argv and argv[0] == sys.executable and _is_python_on_path(sys.executable):
+        argv = ["python", *argv[1:]]  # `python` in the user's shell is this very interpreter
     return (prefix + " " if prefix else "") + shlex.join(argv)
+
+
+def _is_python_on_path(executable: str) -> bool:
+    found = shutil.which("python")
+    return bool(found) and os.path.realpath(found) == os.path.realpath(executable)
 
 
 def _rel(path: Path) -> str:

@@ -35,7 +35,7 @@ def tiny_run(tmp_path_factory) -> Path:
     from engine.train import main
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(train_args(out)) == 0
+    assert main(train_args(out, "--report_to", "tensorboard")) == 0
     return out
 
 

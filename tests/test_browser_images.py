@@ -251,7 +251,7 @@ def test_finetune_tab_image_preflight_user_code_and_a_tiny_run(client, runs):
     assert "Image sizes" in report and "28×28" in report and "1×28×28 (grayscale)" in report, report
     assert "300 optimizer steps" in report and re.search(r"ETA\*\*: about \d", report), report
     assert "Token lengths" not in report and "dataset_name: bundled:mnist" in yaml_text
-    assert [row[1] for row in counts["data"]] == [360] * 10 and "accelerate launch" in command
+    assert [row[1] for row in counts["data"]] == [360] * 10 and "-m accelerate.commands.launch" in command
 
     with pytest.raises(AppError, match="loading user code is off in the web app"):
         client.predict(*_tab_args(client, base_model="examples.custom_module:Net"), api_name="/train_check")

@@ -116,7 +116,7 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     assert "sports" in counts and "business" in counts
     assert "training and" in report
     shown = page.locator("#train-command .cm-content").inner_text()
-    assert "accelerate launch --config_file accelerate_configs/cpu.yaml -m engine.train --config" in shown
+    assert "-m accelerate.commands.launch --config_file accelerate_configs/cpu.yaml -m engine.train --config" in shown
     _shot(page, "1_preflight")
 
     page.locator("#train-start").click()

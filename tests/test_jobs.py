@@ -4,6 +4,7 @@ DDP run (no orphans), resume to done, and the shown command reproducing the run 
 import json
 import os
 import shlex
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -67,10 +68,12 @@ def test_prepare_writes_config_and_exact_command(tmp_path):
     run_dir = mgr.run_dir(job["name"])
     assert run_dir.parent == mgr.runs_dir
     cfg_path = run_dir / "config.yaml"
-    assert job["argv"] == ["accelerate", "launch", "--config_file", "accelerate_configs/cpu_ddp.yaml", "-m",
-                           "engine.train", "--config", str(cfg_path)]
-    assert job["command"] == f"ACCELERATE_USE_CPU=1 accelerate launch --config_file accelerate_configs/cpu_ddp.yaml " \
-                             f"-m engine.train --config {cfg_path}"
+    # `accelerate launch`'s own module, run by this interpreter (shown as `python` when that is the one on PATH)
+    assert job["argv"] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                           "accelerate_configs/cpu_ddp.yaml", "-m", "engine.train", "--config", str(cfg_path)]
+    python = "python" if jobs._is_python_on_path(sys.executable) else sys.executable
+    assert job["command"] == f"ACCELERATE_USE_CPU=1 {python} -m accelerate.commands.launch --config_file " \
+                             f"accelerate_configs/cpu_ddp.yaml -m engine.train --config {cfg_path}"
     from engine.config import TrainConfig
 
     cfg = TrainConfig.load(cfg_path)
@@ -127,9 +130,9 @@ def test_queue_reattach_and_shell_reproduces(tmp_path, manager):
     # the process runs exactly the command shown (argv read back from the kernel)
     pid = mgr._job("first")["pid"]
     argv = _cmdline(pid)
-    i = next(i for i, a in enumerate(argv) if Path(a).name == "accelerate")
-    assert argv[i + 1:] == shlex.split(a["command"])[2:] == mgr._job("first")["argv"][1:]
-    assert a["command"].startswith("ACCELERATE_USE_CPU=1 accelerate launch --config_file accelerate_configs/cpu.yaml")
+    assert argv == mgr._job("first")["argv"] and argv[1:] == shlex.split(a["command"])[2:]
+    assert "ACCELERATE_USE_CPU=1 python -m accelerate.commands.launch --config_file accelerate_configs/cpu.yaml" \
+        in a["command"].replace(sys.executable, "python")
 
     # a new manager (a reloaded page, a restarted UI process) sees the same state from disk and drives the queue
     mgr2 = JobManager(runs)
@@ -173,7 +176,7 @@ def test_cancel_ddp_kills_every_rank_then_resume_reaches_done(manager):
     launcher = mgr._job(name)["pid"]
     tree = [psutil.Process(launcher)] + psutil.Process(launcher).children(recursive=True)
     ranks = [p for p in tree if "engine.train" in " ".join(p.cmdline()) and p.pid != launcher]
-    assert len([p for p in ranks if "accelerate" not in p.cmdline()[1]]) >= 2, [p.cmdline() for p in tree]
+    assert len([p for p in ranks if "accelerate.commands.launch" not in p.cmdline()]) >= 2, [p.cmdline() for p in tree]
 
     t0 = time.monotonic()
     info = mgr.cancel(name)

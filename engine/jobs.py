@@ -448,6 +448,8 @@ class JobManager:
             "name": name, "dir": str(run_dir), "state": rec["state"], "step": status.get("step"),
             "total_steps": status.get("total_steps"), "eta_seconds": status.get("eta_seconds"),
             "error": status.get("error"), "command": job.get("command"),
+            # a done run pushing to the Hub at the end of training: pushing, pushed or failed (with hub_error)
+            "hub_push": status.get("hub_push"), "hub_url": status.get("hub_url"), "hub_error": status.get("hub_error"),
             "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
             "queue_position": queue.index(name) + 1 if name in queue else None,
             "base_model": cfg.get("model_name_or_path"), "dataset": _data_label(cfg),

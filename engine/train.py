@@ -434,7 +434,8 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
                                                                   ("accuracy", "f1", "loss")}})
         # the completion record, written last: a run is done only if this says so
         run.write_status("done", step=state.step, total_steps=total_steps, finished_at=time.time(),
-                         accuracy=metrics["accuracy"], f1=metrics["f1"], best_step=state.best_step, eta_seconds=0)
+                         accuracy=metrics["accuracy"], f1=metrics["f1"], best_step=state.best_step, eta_seconds=0,
+                         hub_push="pushing" if cfg.push_to_hub else None)  # push() records how the push ended
         log.info("done: validation accuracy %.4f, macro F1 %.4f; model saved to %s", metrics["accuracy"],
                  metrics["f1"], run.model)
         if cfg.push_to_hub:

@@ -283,6 +283,11 @@ def test_push_to_hub_from_training_config(tiny_run, hub, tmp_path):
     assert [(e["step"], e["ok"], e["final"]) for e in pushes] == [(3, True, False), (4, True, True)]
     repo = hub.repos[("model", "alice/trained")]
     assert len(repo.commits) == 3 and "README.md" in hub.files("model", "alice/trained")
+    status = run.read_status()  # done, and (only after the final push) on the Hub: the UI shows where
+    assert status["state"] == "done" and status["hub_push"] == "pushed" and "alice/trained" in status["hub_url"]
+    from ui.run_view import progress_html
+
+    assert "on the Hub:" in progress_html({"name": "run", **status})
     # the same run pushed to a repo it may not write: logged as a failed push, the run stays done
     from engine.config import TrainConfig
     from engine.checkpoint import push
@@ -293,6 +298,9 @@ def test_push_to_hub_from_training_config(tiny_run, hub, tmp_path):
     push(cfg, run, 4)
     last = run.read_events()[-1]
     assert last["type"] == "push" and not last["ok"] and "not allowed" in last["error"]
+    status = run.read_status()
+    assert status["hub_push"] == "failed" and "not allowed" in status["hub_error"]
+    assert "Hub push failed: " in progress_html({"name": "run", **status})
     assert run.is_finished() and count_secrets(out, hub.root, tmp_path / "hf-cache") == 0
     assert (tmp_path / "hf-cache" / "models--alice--base" / "snapshots" / sha / "model.safetensors").exists()
     import yaml

@@ -35,6 +35,12 @@ def progress_html(info: dict | None) -> str:
         parts.append(f"position {info['queue_position']} in the queue")
     if state == "starting":
         parts.append("loading model and data")
+    if state == "done" and info.get("hub_push"):
+        push = info["hub_push"]
+        parts.append({"pushing": "<span id='run-push'>pushing to the Hub…</span>",
+                      "pushed": f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>",
+                      }.get(push, f"<span id='run-push' style='color:#dc2626'>Hub push failed: "
+                                  f"{html.escape(info.get('hub_error') or '')}</span>"))
     bar = (f"<div style='background:#e5e7eb;border-radius:4px;height:14px;margin:6px 0'>"
            f"<div style='width:{frac:.1%};background:{color};height:14px;border-radius:4px'></div></div>")
     error = ""

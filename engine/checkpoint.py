@@ -85,10 +85,15 @@ class LengthGroupedBatchSampler:
     shuffle the order of the batches. Padding waste falls from ~50% to a few % on varied texts. With
     `group=False` the batches are plain random batches. Its own generator leaves the global RNG untouched, so a
     resumed run sees the same batches as an uninterrupted one.
+
+    Under DDP, Accelerate deals batch k to rank k % world. The batches are shuffled in runs of `world` neighbours
+    from the same sorted mega-batch, so the ranks of one step get batches of similar length and none waits long
+    for the others at the gradient all-reduce. With one process the order is the plain shuffle.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50,
+                 world: int = 1):
+        self.lengths, self.batch_size, self.seed, self.world = lengths, batch_size, seed, max(1, world)
         self.mega = mega * batch_size if group else batch_size
         self.drop_last = False
         self.epoch = 0
@@ -105,8 +110,10 @@ class LengthGroupedBatchSampler:
         for start in range(0, len(perm), self.mega):
             group = sorted(perm[start:start + self.mega], key=lambda i: -self.lengths[i])
             batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        return [batches[i] for i in order]
+        steps = [batches[i:i + self.world] for i in range(0, len(batches), self.world)]
+        tail = steps.pop() if len(steps[-1]) < self.world else []  # a short last step stays last: ranks aligned
+        order = torch.randperm(len(steps), generator=g).tolist()
+        return [b for i in order for b in steps[i]] + tail
 
     def __iter__(self):
         return iter(self._batches())

@@ -152,7 +152,8 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     if cfg.torch_compile:
         model = torch.compile(model)
     batch_sampler = LengthGroupedBatchSampler(lengths, cfg.per_device_train_batch_size, cfg.seed,
-                                              group=cfg.group_by_length and not image)
+                                              group=cfg.group_by_length and not image,
+                                              world=accelerator.num_processes)
     if image:
         views["train"].epoch_of = batch_sampler  # augmentation seeded by (seed, epoch, index): exact resume
     # dedicated generators keep DataLoader start-up from drawing on the global RNG (dropout), for exact resume

@@ -111,7 +111,7 @@ class LengthGroupedBatchSampler:
             group = sorted(perm[start:start + self.mega], key=lambda i: -self.lengths[i])
             batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
         steps = [batches[i:i + self.world] for i in range(0, len(batches), self.world)]
-        tail = steps.pop() if len(steps[-1]) < self.world else []  # a short last step stays last: ranks aligned
+        tail = steps.pop() if steps and len(steps[-1]) < self.world else []  # a short last step stays last: ranks aligned
         order = torch.randperm(len(steps), generator=g).tolist()
         return [b for i in order for b in steps[i]] + tail
 

@@ -66,6 +66,7 @@ def train(cfg: TrainConfig) -> dict:
     from engine import modeling
 
     mixed_precision = resolve_mixed_precision(cfg)
+    _forget_previous_run_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -124,6 +125,15 @@ def train(cfg: TrainConfig) -> dict:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _forget_previous_run_state() -> None:
+    """A second run in the same single process (a notebook, the tests) may use another mixed precision; Accelerate
+    keeps the first run's settings process-wide and would refuse it. A launched distributed process runs once."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if AcceleratorState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
 
 
 def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resume_dir, mixed_precision) -> dict:

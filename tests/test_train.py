@@ -173,3 +173,14 @@ def test_length_grouped_batches_cover_every_example_and_keep_ranks_of_a_step_ali
     assert waste(list(LengthGroupedBatchSampler(lengths, 32, 42))) < 0.1 < 0.3 < waste(plain)
     paired, unpaired = rank_imbalance(list(ddp)), rank_imbalance(list(LengthGroupedBatchSampler(lengths, 16, 42)))
     assert paired < 1.1 < 1.2 < unpaired, (paired, unpaired)
+
+
+def test_runs_in_one_process_may_change_mixed_precision(tmp_path):
+    """Accelerate keeps its first state process-wide; a notebook's second run with another precision must still
+    train (this failed on a bf16-capable CPU once 'auto' had picked bf16 for an earlier run)."""
+    tiny = ["--max_train_samples", "16", "--max_eval_samples", "8", "--max_seq_length", "16",
+            "--per_device_train_batch_size", "8", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
+    for precision in ("bf16", "no"):
+        out = tmp_path / precision
+        assert main(train_args(out, *tiny, "--mixed_precision", precision)) == 0
+        assert RunDir(out).read_status()["mixed_precision"] == precision

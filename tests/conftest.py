@@ -31,14 +31,35 @@ def train_args(output_dir, *extra) -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A finished run directory (model/, metrics.json, events.jsonl ...) trained once per test session."""
+    """A finished run directory (model/, metrics.json, events.jsonl ...) trained once per test session. Under
+    pytest-xdist the workers share one: the first to ask trains it, the others wait on the lock and reuse it
+    (tests only read it; test_hub checks that pushing changes nothing in it)."""
+    from filelock import FileLock
+
     from engine.train import main
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(train_args(out, "--report_to", "tensorboard")) == 0
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out = shared / "tiny_run" / "tiny"
+    with FileLock(str(shared / "tiny_run.lock")):
+        if not (out / "metrics.json").exists():  # metrics.json is written last by a finished run
+            assert main(train_args(out, "--report_to", "tensorboard", "--overwrite_output_dir", "true")) == 0
     return out
 
 
 # One Chromium for the whole session: a second sync Playwright in the same process cannot start while the first
 # runs, so every browser test module takes this one (defined in _app_fixtures, registered once here).
 from _app_fixtures import browser  # noqa: E402,F401
+
+
+# The longest files first (measured, serial: DDP repeat ~240 s, crash/resume ~120 s, the job runner ~100 s ...).
+# .ci/run spreads files over CPU-count workers with pytest-xdist (--dist loadfile keeps a file on one worker,
+# --no-loadscope-reorder keeps this order), and a worker takes the next file when it is almost out of tests:
+# long ones started early end together instead of one worker finishing alone.
+LONGEST_FIRST = ["test_ddp_repeat.py", "test_crash_resume.py", "test_jobs.py", "test_bench.py", "test_hub.py",
+                 "test_browser_train.py", "test_secrets.py", "test_browser_images.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

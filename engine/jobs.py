@@ -321,6 +321,8 @@ class JobManager:
         if pid in self._children and self._children[pid].poll() is not None:
             job["exit_code"] = self._children.pop(pid).returncode
             atomic_write_json(run.path / "job.json", job)
+            if state == "failed" and job["exit_code"]:
+                status = self._name_the_rank_that_died(run, status)
         alive = bool(pid) and _start_time(pid) == job.get("pid_start")
         if (state == "cancelled" and pid and not alive and not job.get("cancel_requested_at")
                 and status.get("cancelled_by") != "user"):
@@ -339,6 +341,19 @@ class JobManager:
         elif state is None and alive:
             state = "starting"
         return {"state": state, "status": status, "job": job, "alive": alive}
+
+    @staticmethod
+    def _name_the_rank_that_died(run: RunDir, status: dict) -> dict:
+        """Rank 0 writes the failure, but when another rank died first (killed, out of memory) rank 0's own error is
+        only gloo's 'connection closed by peer'. Once the launcher has exited, its root-cause block names the rank."""
+        try:
+            lines = run.log.read_text(encoding="utf-8", errors="replace").splitlines()[-400:]
+        except OSError:
+            return status
+        root = _root_cause(lines)
+        if not root or root.startswith("rank 0 ") or root == status.get("error"):
+            return status
+        return run.write_status("failed", error=root, rank0_error=status.get("error"))
 
     def _launch(self, name: str) -> None:
         run_dir, job = self.run_dir(name), self._job(name)

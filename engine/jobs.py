@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import DATA_EXTENSIONS, TrainConfig
+from engine import processes
 from engine.events import FINAL_STATES, RunDir, atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,80 +149,6 @@ def save_upload(src: str | os.PathLike, runs_dir: str | os.PathLike, name: str |
 
 
 # ------------------------------------------------------------------------------------------------------------
-# processes
-
-
-def _start_time(pid: int) -> str | None:
-    """Kernel start time of `pid` (guards against a recycled pid), or None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and all its descendants. torch's elastic launcher puts each rank in its own session, so killing
-    the launcher's process group alone would orphan the ranks: we walk the tree instead."""
-    import psutil  # a dependency of accelerate
-
-    try:
-        proc = psutil.Process(pid)
-        return [pid] + [c.pid for c in proc.children(recursive=True)]
-    except psutil.Error:
-        return []
-
-
-def _alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if _start_time(p) is not None]
-
-
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _error_line(log: Path) -> str | None:
-    """The most useful line of a crashed run's log, from its latest launch only: our own one-line error, else the
-    rank the distributed launcher names as the root cause, else the last exception line."""
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]  # _launch() heads each launch so
-    lines = lines[starts[-1] + 1 if starts else 0:][-400:]
-    for line in reversed(lines):
-        if "hubtune: error:" in line:
-            return line[line.index("hubtune: error:") + len("hubtune: "):].strip()
-    root = _root_cause(lines)
-    if root:
-        return root
-    for line in reversed(lines):
-        if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line):
-            return line.strip()[:500]
-    return None
-
-
-def _root_cause(lines: list[str]) -> str | None:
-    """torch's elastic launcher ends a failed multi-process run with a 'Root Cause' block naming the first rank to
-    fail; the other ranks' errors (gloo: connection reset by peer) are only its consequences."""
-    heads = [i for i, line in enumerate(lines) if "Root Cause (first observed failure)" in line]
-    if not heads:
-        return None
-    block = "\n".join(lines[heads[-1]:heads[-1] + 10])
-    rank, code = re.search(r"rank\s*:\s*(\d+)", block), re.search(r"exitcode\s*:\s*(-?\d+)", block)
-    if not (rank and code):
-        return None
-    sig = re.search(r"\((SIG[A-Z]+)\)", block)
-    return (f"rank {rank.group(1)} exited with code {code.group(1)}{f' ({sig.group(1)})' if sig else ''}; the "
-            "launcher stopped the other ranks (details in train.log)")
-
-
-# ------------------------------------------------------------------------------------------------------------
 
 
 class JobManager:
@@ -322,8 +249,8 @@ class JobManager:
             job["exit_code"] = self._children.pop(pid).returncode
             atomic_write_json(run.path / "job.json", job)
             if state == "failed" and job["exit_code"]:
-                status = self._name_the_rank_that_died(run, status)
-        alive = bool(pid) and _start_time(pid) == job.get("pid_start")
+                status = processes.name_the_rank_that_died(run, status)
+        alive = bool(pid) and processes.start_time(pid) == job.get("pid_start")
         if (state == "cancelled" and pid and not alive and not job.get("cancel_requested_at")
                 and status.get("cancelled_by") != "user"):
             # nobody here asked: a rank got SIGTERM because the launcher saw another rank die (or the machine
@@ -332,8 +259,9 @@ class JobManager:
         if pid and not alive and state not in FINAL_STATES and state != "queued":
             # the process is gone without a final record (crash, OOM kill, bad input before training started)
             code = job.get("exit_code")
-            error = _error_line(run.log) or (f"training process exited with code {code} without a final status"
-                                             if code is not None else "training process died without a final status")
+            error = processes.error_line(run.log) or (
+                f"training process exited with code {code} without a final status" if code is not None
+                else "training process died without a final status")
             status = run.write_status("failed", error=error, finished_at=time.time())
             state = "failed"
         if state == "running" and alive and status.get("total_steps") is None:
@@ -341,19 +269,6 @@ class JobManager:
         elif state is None and alive:
             state = "starting"
         return {"state": state, "status": status, "job": job, "alive": alive}
-
-    @staticmethod
-    def _name_the_rank_that_died(run: RunDir, status: dict) -> dict:
-        """Rank 0 writes the failure, but when another rank died first (killed, out of memory) rank 0's own error is
-        only gloo's 'connection closed by peer'. Once the launcher has exited, its root-cause block names the rank."""
-        try:
-            lines = run.log.read_text(encoding="utf-8", errors="replace").splitlines()[-400:]
-        except OSError:
-            return status
-        root = _root_cause(lines)
-        if not root or root.startswith("rank 0 ") or root == status.get("error"):
-            return status
-        return run.write_status("failed", error=root, rank0_error=status.get("error"))
 
     def _launch(self, name: str) -> None:
         run_dir, job = self.run_dir(name), self._job(name)
@@ -367,7 +282,7 @@ class JobManager:
             proc = subprocess.Popen(job["argv"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self._children[proc.pid] = proc
-        job.update(pid=proc.pid, pid_start=_start_time(proc.pid), started_at=time.time(), exit_code=None,
+        job.update(pid=proc.pid, pid_start=processes.start_time(proc.pid), started_at=time.time(), exit_code=None,
                    cancel_requested_at=None)
         atomic_write_json(run_dir / "job.json", job)
         run.write_status("running", launcher_pid=proc.pid, step=0, total_steps=None, error=None,
@@ -400,19 +315,20 @@ class JobManager:
             run = RunDir(self.run_dir(name))
             if info["state"] in FINAL_STATES:
                 raise JobError(f"cancel: run '{name}' is already {info['state']}")
-            pids = _tree(info["job"]["pid"]) if info["alive"] else []
+            pids = processes.process_tree(info["job"]["pid"]) if info["alive"] else []
             # recorded before the signal: the "cancelled" the trainer writes on SIGTERM is then known to be asked for
             atomic_write_json(run.path / "job.json", {**info["job"], "cancel_requested_at": time.time()})
-            _signal_all(pids, signal.SIGTERM)
+            processes.signal_all(pids, signal.SIGTERM)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
                 self._reap()
                 # re-walk: a rank spawned during the grace period is caught too
-                pids = sorted(set(_alive(pids)) | set(_tree(info["job"]["pid"]) if info["alive"] else []))
-                if not _alive(pids):
+                tree = processes.process_tree(info["job"]["pid"]) if info["alive"] else []
+                pids = sorted(set(processes.alive(pids)) | set(tree))
+                if not processes.alive(pids):
                     break
                 time.sleep(0.1)
-            _signal_all(_alive(pids), signal.SIGKILL)
+            processes.signal_all(processes.alive(pids), signal.SIGKILL)
             self._reap()
             if run.read_status().get("state") != "done":  # finishing in the same instant wins over cancel
                 run.write_status("cancelled", error=None, finished_at=time.time(), cancelled_by="user")

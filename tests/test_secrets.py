@@ -51,7 +51,7 @@ def test_full_cycle_leaves_the_token_nowhere(hub, tmp_path, monkeypatch, caplog,
 
     import app
     from engine.events import RunDir
-    from engine.jobs import _alive, _tree
+    from engine.processes import alive, process_tree
     from engine.predict import shared_predictor
     from ui.train_tab import manager
 
@@ -74,7 +74,7 @@ def test_full_cycle_leaves_the_token_nowhere(hub, tmp_path, monkeypatch, caplog,
             assert ALICE.encode() in _environ(launcher), "the token must really be in play for the scan to mean anything"
             argvs, machine, deadline = set(), [], time.monotonic() + 240
             while True:
-                for pid in _tree(launcher):
+                for pid in process_tree(launcher):
                     try:
                         argvs.add(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
                     except OSError:
@@ -84,7 +84,7 @@ def test_full_cycle_leaves_the_token_nowhere(hub, tmp_path, monkeypatch, caplog,
                 mgr.poll()
                 state = mgr.info(name)["state"]
                 # the push follows the 'done' record: wait for the process itself to end
-                if state in ("done", "failed", "cancelled") and not _alive([launcher]):
+                if state in ("done", "failed", "cancelled") and not alive([launcher]):
                     break
                 assert time.monotonic() < deadline, (runs / name / "train.log").read_text()[-3000:]
                 time.sleep(0.2)

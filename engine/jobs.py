@@ -30,8 +30,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.config import DATA_EXTENSIONS, TrainConfig
 from engine import processes
+from engine.config import DATA_EXTENSIONS, TrainConfig
 from engine.events import FINAL_STATES, RunDir, atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -47,6 +47,23 @@ def tiny_run(tmp_path_factory) -> Path:
     return out
 
 
+def wait_final(mgr, name: str, timeout: float = 240, interval: float = 0.2) -> dict:
+    """Poll a JobManager like the UI until the run has a final state and its launcher has exited (exit code
+    recorded: a gloo abort at exit shows there)."""
+    import time
+
+    from engine.events import FINAL_STATES
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mgr.poll()  # the UI's refresh: marks ended runs and starts the next queued one
+        info = mgr.info(name)
+        if info["state"] in FINAL_STATES and mgr._job(name).get("exit_code") is not None:
+            return info
+        time.sleep(interval)
+    raise AssertionError(f"{name} still {mgr.info(name)['state']} after {timeout}s")
+
+
 # One Chromium for the whole session: a second sync Playwright in the same process cannot start while the first
 # runs, so every browser test module takes this one (defined in _app_fixtures, registered once here).
 from _app_fixtures import browser  # noqa: E402,F401

@@ -15,9 +15,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT, train_args
+from conftest import ROOT, train_args, wait_final
 from engine.config import parse_args
-from engine.events import FINAL_STATES, RunDir, atomic_write_json
+from engine.events import RunDir, atomic_write_json
 from engine.jobs import JobManager
 from engine.train import main
 
@@ -90,18 +90,6 @@ class TornReadWatcher:
                     if ckpt.exists():
                         self.bad.append(f"{ckpt.name} visible without trainer_state.json")
             time.sleep(0.02)  # ~50 rounds a second; faster only takes CPU from the run it watches
-
-
-def wait_final(mgr: JobManager, name: str, timeout: float = 240) -> dict:
-    """Poll like the UI until the run has a final state and its launcher has exited (exit code recorded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mgr.poll()
-        info = mgr.info(name)
-        if info["state"] in FINAL_STATES and mgr._job(name).get("exit_code") is not None:
-            return info
-        time.sleep(0.2)
-    raise AssertionError(f"{name} still {mgr.info(name)['state']} after {timeout}s")
 
 
 # (fault, the checkpoint `latest` must pick afterwards); each resumes the run the previous one killed

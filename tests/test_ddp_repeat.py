@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from engine.events import FINAL_STATES, RunDir
+from conftest import wait_final
+from engine.events import RunDir
 from engine.jobs import JobManager
 
 # the issue asks for 20; each costs 12-17 s on 2 quiet cores (~21 CPU-s: the launcher's and 2 ranks' imports dominate)
@@ -24,19 +25,6 @@ TINY_DDP = {"dataset_name": "bundled:bbc_news", "max_train_samples": 32, "max_ev
             "max_seq_length": 16, "per_device_train_batch_size": 8, "per_device_eval_batch_size": 32,
             "max_steps": 2, "warmup_steps": 1, "learning_rate": 2e-4, "logging_steps": 1, "eval_strategy": "steps",
             "eval_steps": 1000, "save_steps": 1000, "seed": 7}  # evaluated once, at the end; no checkpoint
-
-
-def _wait_done(mgr: JobManager, name: str, timeout: float) -> dict:
-    """Poll like the UI until the run has a final state and its launcher's exit code is collected (a gloo abort
-    at exit shows there). Half a second apart: polling is cheap, but this 2-core machine has the runs to do."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        mgr.poll()  # the UI's refresh: marks ended runs and starts the next queued one
-        info = mgr.info(name)
-        if info["state"] in FINAL_STATES and mgr._job(name).get("exit_code") is not None:
-            return info
-        time.sleep(0.5)
-    raise AssertionError(f"{name} did not end in {timeout}s: {mgr.info(name)['state']}")
 
 
 def _check_run(mgr: JobManager, name: str) -> dict:
@@ -59,7 +47,7 @@ def first(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HUBTUNE_FAULT", "after_done:2:1")
         name = mgr.submit(TINY_DDP, "cpu_ddp.yaml", name="ddp-01")["name"]
-        _wait_done(mgr, name, timeout=120)
+        wait_final(mgr, name, timeout=120, interval=0.5)
     assert mgr._job(name)["exit_code"] not in (0, None), "the injected abort did not reach the launcher"
     return mgr, _check_run(mgr, name)
 
@@ -76,7 +64,7 @@ def test_consecutive_ddp_run_is_done_with_the_same_metrics(first, index):
     mgr, metrics = first
     t0 = time.monotonic()
     name = mgr.submit(TINY_DDP, "cpu_ddp.yaml", name=f"ddp-{index:02d}")["name"]
-    _wait_done(mgr, name, timeout=120)
+    wait_final(mgr, name, timeout=120, interval=0.5)
     assert _check_run(mgr, name) == metrics, f"{name}: same seed, same data, different metrics"
     code = mgr._job(name)["exit_code"]
     print(f"\n{name}: done in {time.monotonic() - t0:.1f} s, launcher exit code {code}"

@@ -192,14 +192,14 @@ def push(cfg, run: RunDir, step: int, model_dir=None) -> None:
         run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "url": url, "ok": True,
                           "final": model_dir is None})
         if model_dir is None:  # the end-of-training push of a finished run: the status says it is on the Hub
-            run.write_status("done", hub_push="pushed", hub_url=url)
+            run.write_status("done", hub_push="pushed", hub_url=url, phase=None)
         log.info("pushed to %s", url)
     except Exception as e:  # noqa: BLE001 - the run itself is finished and fine; the push can be repeated
         line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
         run.append_event({"type": "push", "step": step, "repo": cfg.hub_model_id, "ok": False, "error": line[:500],
                           "final": model_dir is None})
         if model_dir is None:
-            run.write_status("done", hub_push="failed", hub_error=line[:500])
+            run.write_status("done", hub_push="failed", hub_error=line[:500], phase=None)
         log.error("push to the Hub failed: %s; retry with: python -m engine.hub push %s --repo %s", line, run.path,
                   cfg.hub_model_id)
 

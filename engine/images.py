@@ -293,3 +293,47 @@ def prepare_run(cfg: TrainConfig, model_path):
         processor, source = load_processor(model_path, custom_models.load_config_any(model_path)), model_path
     parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
     return source, processor, splits, {k: v for k, v in parts.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# samples of a finished run, for the UI: examples to predict and pictures of the mistakes
+
+SAMPLE_EXAMPLES_PER_CLASS, SAMPLE_CLASSES, SAMPLE_MISTAKES = 1, 20, 48
+
+
+def save_samples(out_dir: Path, ds, labels: list[int], probs, label_names: list[str]) -> Path:
+    """Write validation images as PNGs under `out_dir` (replaced whole, by one rename) with `index.jsonl`:
+    one correctly classified example per class (up to 20 classes) and up to 48 misclassified images, each line
+    {"kind": "example" | "misclassified", "path" (relative to out_dir), "label", "prediction", "score", "text"}.
+
+    `ds` is the validation split in the order of `labels` / `probs` (the evaluation order).
+    """
+    import json
+    import os
+    import shutil
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    preds = probs.argmax(-1).tolist()
+    chosen, seen = [], set()
+    for i, (y, p) in enumerate(zip(labels, preds)):
+        if y == p and y not in seen and len(seen) < SAMPLE_CLASSES:
+            seen.add(y)
+            chosen.append(("example", i))
+    chosen += [("misclassified", i) for i, (y, p) in enumerate(zip(labels, preds)) if y != p][:SAMPLE_MISTAKES]
+    lines = []
+    for n, (kind, i) in enumerate(chosen):
+        rel = f"{'examples' if kind == 'example' else 'misclassified'}/{n:03d}.png"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        row = ds[i]
+        row["image"].save(tmp / rel)
+        lines.append(json.dumps({"kind": kind, "path": rel, "label": label_names[labels[i]],
+                                 "prediction": label_names[preds[i]], "score": round(float(probs[i][preds[i]]), 6),
+                                 "text": row.get("text")}))
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "index.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir

@@ -379,6 +379,8 @@ class JobManager:
             "name": name, "dir": str(run_dir), "state": rec["state"], "step": status.get("step"),
             "total_steps": status.get("total_steps"), "eta_seconds": status.get("eta_seconds"),
             "error": status.get("error"), "command": job.get("command"),
+            # what a running run is doing: training, evaluating, checkpointing, saving (then done, maybe pushing)
+            "phase": status.get("phase") if rec["state"] in ("running", "done") else None,
             # a done run pushing to the Hub at the end of training: pushing, pushed or failed (with hub_error)
             "hub_push": status.get("hub_push"), "hub_url": status.get("hub_url"), "hub_error": status.get("hub_error"),
             "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),

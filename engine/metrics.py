@@ -35,6 +35,22 @@ def classification_metrics(labels, preds, label_names: list[str]) -> dict:
     }
 
 
+def one_class_warning(metrics: dict) -> str | None:
+    """A line for a classifier that gave (almost) every validation example the same label: it has not learned
+    to tell the classes apart, whatever its accuracy (which is then the share of that class). None otherwise."""
+    matrix, labels = metrics.get("confusion_matrix"), metrics.get("labels")
+    if not matrix or not labels or len(labels) < 2:
+        return None
+    predicted = [sum(col) for col in zip(*matrix)]
+    total = sum(predicted)
+    top = max(range(len(predicted)), key=predicted.__getitem__)
+    if total == 0 or predicted[top] < total * 0.98:
+        return None
+    return (f"the model predicts '{labels[top]}' for {predicted[top]} of {total} validation examples: it has not "
+            "learned to tell the classes apart yet; train longer (more steps or epochs) or with a higher "
+            "learning rate")
+
+
 def scalar_metrics(metrics: dict, prefix: str = "eval_") -> dict:
     """The numeric top-level entries, prefixed (for events and TensorBoard)."""
     return {prefix + k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

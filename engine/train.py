@@ -200,6 +200,7 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     world = accelerator.num_processes
     if accelerator.is_main_process:
         run.write_status("running", pid=os.getpid(), world_size=world, step=state.step, total_steps=total_steps,
+                         phase="training",
                          started_at=time.time(), error=None, mixed_precision=mixed_precision,
                          device=str(accelerator.device), num_train_samples=len(splits.train),
                          num_eval_samples=len(splits.validation), labels=splits.label_names)
@@ -240,6 +241,7 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
 
     @paused
     def do_eval():
+        set_phase(accelerator, run, "evaluating")
         metrics = evaluator.run(eval_dls["validation"], state)
         state.last_eval_step = state.step
         value = metrics[cfg.metric_for_best_model.removeprefix("eval_")] if \
@@ -255,6 +257,7 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
                 state.stopped_early = True
                 log.info("early stopping: %d evaluations without improvement of %s", state.bad_evals,
                          cfg.metric_for_best_model)
+        set_phase(accelerator, run, "training")
         model.train()
 
     for epoch in range(state.epoch, num_epochs):
@@ -302,7 +305,9 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
             if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
                 do_eval()
             if state.step % cfg.save_steps == 0:
+                set_phase(accelerator, run, "checkpointing")
                 paused(save_checkpoint)(accelerator, run, state, cfg.save_total_limit)
+                set_phase(accelerator, run, "training")
                 if cfg.push_to_hub and cfg.hub_push_checkpoints:
                     paused(push_checkpoint)(cfg, accelerator, run, model, tokenizer, state.step)
             if state.step >= total_steps or state.stopped_early:
@@ -317,9 +322,15 @@ def _train(cfg, accelerator, run, model_path, tokenizer, splits, tokenized, resu
     train_seconds = time.perf_counter() - t_start - clock["paused"]
     throughput = {"train_seconds": round(train_seconds, 2),
                   "train_samples_per_second": round(samples_seen * world / max(train_seconds, 1e-9), 3)}
-    # texts in the order of the (length-sorted) tokenized validation split, for the error-analysis table
+    # the validation split in evaluation order (text: length-sorted), for the error-analysis table and samples
     return _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
-                   throughput, start_step, tokenized["validation"]["text"])
+                   throughput, start_step, tokenized["validation"])
+
+
+def set_phase(accelerator, run: RunDir, phase: str) -> None:
+    """What the run is doing now, for the UI's progress line (training, evaluating, checkpointing, saving)."""
+    if accelerator.is_main_process:
+        run.write_status("running", phase=phase)
 
 
 def _adamw(groups, lr):
@@ -403,11 +414,12 @@ class _Evaluator:
 
 
 def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator, state, total_steps,
-            throughput, start_step, val_texts) -> dict:
+            throughput, start_step, validation) -> dict:
     from safetensors.torch import load_model
 
     from engine.metrics import extra_metrics
 
+    set_phase(accelerator, run, "evaluating")
     unwrapped = accelerator.unwrap_model(model)
     best = run.checkpoints / "best.safetensors"
     accelerator.wait_for_everyone()
@@ -427,16 +439,21 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
 
     if accelerator.is_main_process:
         lines = []
-        for text, y, p in zip(val_texts, labels.tolist(), probs.tolist()):
+        for text, y, p in zip(validation["text"], labels.tolist(), probs.tolist()):
             pred = max(range(len(p)), key=p.__getitem__)
             lines.append(json.dumps({"text": text[:2000], "label": splits.label_names[y],
                                      "prediction": splits.label_names[pred], "score": round(p[pred], 6)}))
+        set_phase(accelerator, run, "saving")
         # model/ appears whole by one rename; metrics.json after it, so metrics never describe a missing model
         tmp = run.path / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped.save_pretrained(tmp, safe_serialization=True, state_dict=accelerator.get_state_dict(model))
         crash_point("mid_final_save", state.step)
         tokenizer.save_pretrained(tmp)
+        if "image" in validation.column_names:  # pictures of examples and mistakes for the UI (text has its texts)
+            from engine.images import save_samples
+
+            save_samples(run.path / "samples", validation, labels.tolist(), probs.numpy(), splits.label_names)
         remove_dir(run.model)
         os.replace(tmp, run.model)
         atomic_write_text(run.predictions, "\n".join(lines) + "\n")
@@ -446,7 +463,8 @@ def _finish(cfg, accelerator, run, model, tokenizer, splits, eval_dls, evaluator
         # the completion record, written last: a run is done only if this says so
         run.write_status("done", step=state.step, total_steps=total_steps, finished_at=time.time(),
                          accuracy=metrics["accuracy"], f1=metrics["f1"], best_step=state.best_step, eta_seconds=0,
-                         hub_push="pushing" if cfg.push_to_hub else None)  # push() records how the push ended
+                         hub_push="pushing" if cfg.push_to_hub else None,  # push() records how the push ended
+                         phase="pushing" if cfg.push_to_hub else None)
         log.info("done: validation accuracy %.4f, macro F1 %.4f; model saved to %s", metrics["accuracy"],
                  metrics["f1"], run.model)
         if cfg.push_to_hub:

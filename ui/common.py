@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,26 +71,92 @@ def run_label(run: RunDir, runs_dir: Path) -> str:
     return " · ".join(parts)
 
 
-def ui_errors(fn: Callable) -> Callable:
+# The last error of each (browser session, handler), kept for the handler's `.failure()` listener that writes it
+# into the message panel: a toast vanishes after seconds, the panel keeps the line until the next action.
+_LAST_ERRORS: "OrderedDict[tuple[str, str], str]" = OrderedDict()
+_LAST_ERRORS_MAX = 1000
+_errors_lock = threading.Lock()
+
+
+def _session() -> str | None:
+    from gradio.context import LocalContext
+
+    request = LocalContext.request.get(None)
+    return getattr(request, "session_hash", None)
+
+
+def _remember(key: str, line: str) -> None:
+    session = _session()
+    if session is None:
+        return
+    with _errors_lock:
+        _LAST_ERRORS[(session, key)] = line
+        _LAST_ERRORS.move_to_end((session, key))
+        while len(_LAST_ERRORS) > _LAST_ERRORS_MAX:
+            _LAST_ERRORS.popitem(last=False)
+
+
+def last_error(request: gr.Request | None, key: str) -> str | None:
+    """The error line the handler named `key` raised last in this browser session (taken: read once)."""
+    with _errors_lock:
+        return _LAST_ERRORS.pop((getattr(request, "session_hash", None), key), None)
+
+
+def error_line(e: BaseException) -> str:
+    """The one line a user sees for an exception raised by engine code."""
+    if isinstance(e, gr.Error):
+        return str(e.message)
+    if isinstance(e, ConfigError):
+        return "; ".join(e.problems)
+    line = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"unexpected error: {type(e).__name__}: {line}"
+
+
+def ui_errors(fn: Callable | None = None, *, toast: bool = True) -> Callable:
     """Turn engine errors into gr.Error with the same one-line text; anything else into a one-line gr.Error.
 
+    API clients (gradio_client) receive the error as usual. With `toast=False` the page shows no toast: the
+    event's `.failure()` listener (see `show_errors`) puts the line in the tab's message panel instead.
     The full traceback of an unexpected error goes to the server log, never to the page.
     """
+    if fn is None:
+        return functools.partial(ui_errors, toast=toast)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ConfigError as e:
-            raise gr.Error("; ".join(e.problems), print_exception=False) from None
         except Exception as e:  # noqa: BLE001 - the server must keep serving; the user sees one line
-            log.exception("unexpected error in %s", fn.__name__)
-            line = (str(e).strip().splitlines() or [""])[0][:300]
-            raise gr.Error(f"unexpected error: {type(e).__name__}: {line}", print_exception=False) from None
+            if not isinstance(e, (gr.Error, ConfigError)):
+                log.exception("unexpected error in %s", fn.__name__)
+            line = error_line(e)
+            _remember(fn.__name__, line)
+            raise gr.Error(line, print_exception=False, visible=toast) from None
 
     return wrapper
+
+
+MARKS = {"ok": "✅", "warn": "⚠️", "error": "⛔"}
+
+
+def message(text: str, kind: str = "ok") -> str:
+    """Markdown for a message panel: ✅ done, ⚠️ warning, ⛔ error (the panel keeps it until the next action)."""
+    return f"{MARKS[kind]} {text}" if text else ""
+
+
+def show_errors(dependency, handler: Callable, panel, reset: Callable[[], tuple] | None = None, outputs=()):
+    """When `handler`'s event fails, write its error line into `panel` (and reset `outputs` with `reset()`).
+
+    Used for actions whose result belongs in a persistent panel rather than a toast that vanishes.
+    """
+    name = getattr(handler, "__wrapped__", handler).__name__
+
+    def on_failure(request: gr.Request):
+        line = last_error(request, name) or "the action failed; see the server log"
+        shown = message(line, "error")
+        return (shown, *reset()) if reset else shown
+
+    dependency.failure(on_failure, None, [panel, *outputs], show_progress="hidden", queue=False)
 
 
 def progress_adapter(progress: gr.Progress | None) -> Callable[[float, str], None]:

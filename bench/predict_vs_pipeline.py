@@ -42,14 +42,14 @@ def bbc_texts(n: int, seed: int = 0, dataset: str = "bbc_news_paragraphs") -> li
 
 def default_model() -> str:
     """The newest finished run under HUBTUNE_RUNS_DIR (default runs/)."""
-    from engine.events import RunDir
+    from engine.runs import list_runs
 
     root = Path(os.environ.get("HUBTUNE_RUNS_DIR", ROOT / "runs"))
-    runs = sorted((p for p in root.glob("*") if RunDir(p).is_finished()), key=lambda p: p.stat().st_mtime)
+    runs = list_runs(root, finished=True)  # newest first; the job runner's lock and uploads/ are not runs
     if not runs:
         sys.exit(f"no finished run in {root}; train one (python -m engine.train --dataset_name bundled:bbc_news "
                  "--output_dir runs/bbc) or pass --model")
-    return str(runs[-1])
+    return str(runs[0].path)
 
 
 def compare(model: str, texts: list[str], max_length: int, batch_size: int, blocks: int) -> dict:

@@ -356,8 +356,11 @@ class JobManager:
 
     # queries ---------------------------------------------------------------------------------------------------
     def _names(self) -> list[str]:
-        return sorted(p.name for p in self.runs_dir.iterdir()
-                      if p.is_dir() and (p / "job.json").exists() and slug(p.name) == p.name)
+        """The runs this runner started (a job.json beside the run's files), by name."""
+        from engine.runs import list_runs
+
+        return sorted(r.path.name for r in list_runs(self.runs_dir, depth=1)
+                      if (r.path / "job.json").is_file() and slug(r.path.name) == r.path.name)
 
     def queue(self) -> list[str]:
         """Queued run names, first to start first."""

@@ -47,15 +47,9 @@ class AppContext:
 
 def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
     """(label, path) of every finished run under `runs_dir` (two levels deep), newest first."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    found = []
-    for path in [*runs_dir.glob("*"), *runs_dir.glob("*/*")]:
-        run = RunDir(path)
-        if path.is_dir() and run.is_finished():
-            found.append((run.status.stat().st_mtime, run_label(run, runs_dir), str(path)))
-    return [(label, p) for _, label, p in sorted(found, reverse=True)]
+    from engine.runs import list_runs
+
+    return [(run_label(run, Path(runs_dir)), str(run.path)) for run in list_runs(runs_dir, finished=True)]
 
 
 def run_label(run: RunDir, runs_dir: Path) -> str:

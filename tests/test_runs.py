@@ -1,0 +1,68 @@
+"""engine.runs: one listing of runs for the app, the job runner, the benches and the shell, which skips whatever
+else a runs folder holds (the job runner's lock file, uploads/, hidden and stray entries)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def _runs_folder(tmp_path, tiny_run):
+    """A runs folder as the web app leaves it: a finished run, a failed one, a group holding a run, the job
+    runner's lock file, stored uploads and stray entries."""
+    from engine.events import RunDir
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "bbc").symlink_to(tiny_run, target_is_directory=True)
+    failed = RunDir(runs / "broken")
+    failed.path.mkdir()
+    shutil.copy(tiny_run / "config.yaml", failed.config)
+    failed.write_status("failed", error="KeyError: 'text'")
+    (runs / "search").mkdir()
+    (runs / "search" / "trial-1").symlink_to(tiny_run, target_is_directory=True)
+    (runs / ".jobs.lock").write_text("")
+    (runs / "uploads").mkdir()
+    shutil.copy(tiny_run / "config.yaml", runs / "uploads" / "config.yaml")  # a run marker inside uploads/
+    (runs / "notes.txt").write_text("not a run")
+    (runs / "empty").mkdir()
+    return runs
+
+
+def test_list_runs_finds_runs_only(tmp_path, tiny_run):
+    from engine.jobs import JobManager
+    from engine.runs import list_runs
+    from ui.common import finished_runs
+
+    runs = _runs_folder(tmp_path, tiny_run)
+    assert sorted(str(r.path.relative_to(runs)) for r in list_runs(runs)) == ["bbc", "broken", "search/trial-1"]
+    assert sorted(r.path.name for r in list_runs(runs, depth=1)) == ["bbc", "broken"]
+    assert sorted(r.path.name for r in list_runs(runs, finished=True)) == ["bbc", "trial-1"]
+    assert [p for _, p in finished_runs(runs)] == [str(r.path) for r in list_runs(runs, finished=True)]
+    assert JobManager(runs).list_runs() == []  # none of these was started by the job runner (no job.json)
+
+
+def test_bench_and_cli_list_the_same_runs(tmp_path, tiny_run):
+    """`bench/predict_vs_pipeline.py` picked every entry of runs/ as a run and crashed on runs/.jobs.lock."""
+    runs = _runs_folder(tmp_path, tiny_run)
+    env = {"HUBTUNE_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    code = ("import sys; sys.path.insert(0, 'bench'); import predict_vs_pipeline as b; print(b.default_model())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in (str(runs / "bbc"), str(runs / "search" / "trial-1"))
+
+    cli = subprocess.run([sys.executable, "-m", "engine.runs", str(runs), "--json"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    rows = {r["name"]: r for r in map(json.loads, cli.stdout.splitlines())}
+    assert set(rows) == {"bbc", "broken", "search/trial-1"}
+    assert rows["broken"]["state"] == "failed" and rows["broken"]["error"] == "KeyError: 'text'"
+    assert rows["bbc"]["state"] == "done" and 0 < rows["bbc"]["accuracy"] <= 1
+    table = subprocess.run([sys.executable, "-m", "engine.runs", str(runs)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert table.stdout.splitlines()[0].split() == ["name", "state", "model", "data", "accuracy", "step"]
+    bad = subprocess.run([sys.executable, "-m", "engine.runs", str(runs / "nope")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("hubtune: error: runs_dir:")

@@ -213,6 +213,7 @@ def _standardize(ds, cfg: TrainConfig, field: str):
                         f"{', '.join(cols)})")
     if problems:
         raise DataError(problems)
+    _check_columns(ds, text, label, field)
     keep = {text: "text", label: "label"}
     if cfg.text_pair_column:
         keep[cfg.text_pair_column] = "text_pair"
@@ -228,6 +229,40 @@ def _standardize(ds, cfg: TrainConfig, field: str):
         if col in ds.column_names and any(v is None for v in ds[col]):
             ds = ds.map(lambda b: {col: ["" if v is None else str(v) for v in b[col]]}, batched=True)
     return ds
+
+
+NUMBER_TYPES = ("int", "uint", "float", "bool", "double", "decimal")
+# a label column with this many distinct values, more than one per two rows, holds ids or texts, not classes
+MAX_DISTINCT_SHARE, MIN_DISTINCT_FLAGGED = 0.5, 20
+
+
+def _dtype(ds, column: str) -> str:
+    return str(getattr(ds.features.get(column), "dtype", "") or "")
+
+
+def _check_columns(ds, text: str, label: str, field: str) -> None:
+    """Refuse column choices that cannot train a classifier, each with one line naming the fix: the same column as
+    text and label, a text column of numbers, a label column of decimal numbers or of (nearly) unique values."""
+    if text == label:
+        raise DataError(f"label_column: '{label}' is also the text column; the label column must hold the classes "
+                        "(e.g. 'label', 'category'): choose another column for one of them")
+    problems = []
+    if _dtype(ds, text).startswith(NUMBER_TYPES):
+        problems.append(f"text_column: column '{text}' of {field} holds numbers ({_dtype(ds, text)}), not text; "
+                        "choose the column with the text")
+    values = [v for v in ds[label] if v is not None]
+    decimals = [v for v in values if isinstance(v, float) and v == v and not v.is_integer()]
+    if decimals:
+        problems.append(f"label_column: column '{label}' of {field} holds decimal numbers (e.g. {decimals[0]:g}), "
+                        "not classes; a classifier needs a column of class names or whole numbers")
+    else:
+        distinct = len(set(values))
+        if distinct >= MIN_DISTINCT_FLAGGED and distinct > MAX_DISTINCT_SHARE * len(values):
+            problems.append(f"label_column: column '{label}' of {field} has {distinct:,} different values in "
+                            f"{len(values):,} rows, so it holds ids or texts rather than classes; choose the column "
+                            "with the classes")
+    if problems:
+        raise DataError(problems)
 
 
 def _label_key(v):

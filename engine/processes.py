@@ -44,6 +44,12 @@ def signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
+# what the launcher says after the training process failed: true, but the cause is the training process's own
+# exception printed above it (e.g. "KeyError: 'text'"), which is the line the user needs
+LAUNCHER_ERRORS = ("subprocess.CalledProcessError:", "torch.distributed.elastic.multiprocessing.errors.ChildFailedError",
+                   "ChildFailedError:")
+
+
 def latest_launch(log: Path) -> list[str] | None:
     """The last 400 lines of train.log written by its latest launch (the runner heads each launch with `$ cmd`)."""
     try:
@@ -67,7 +73,7 @@ def error_line(log: Path) -> str | None:
     if root:
         return root
     for line in reversed(lines):
-        if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line):
+        if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line) and not line.strip().startswith(LAUNCHER_ERRORS):
             return line.strip()[:500]
     return None
 

@@ -62,9 +62,6 @@ def train(cfg: TrainConfig) -> dict:
     import torch
     from accelerate import Accelerator
 
-    from engine import data as data_mod
-    from engine import modeling
-
     mixed_precision = resolve_mixed_precision(cfg)
     _forget_previous_run_state()
     accelerator = Accelerator(
@@ -76,29 +73,15 @@ def train(cfg: TrainConfig) -> dict:
         log.setLevel(logging.WARNING)
     run = RunDir(cfg.output_dir)
 
-    # --- every check that can fail on bad input happens before anything is written -------------------------
-    from engine import custom_models, images
-
-    # models built from scratch (mlp, vit-tiny, pkg.mod:Class) have nothing to resolve
-    model_path = None if custom_models.is_from_scratch(cfg.model_name_or_path) else \
-        modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
-    if images.is_image_run(cfg, model_path):  # engine/images.py; `tokenizer` is then the image processor
-        with accelerator.main_process_first():
-            model_path, tokenizer, splits, tokenized = images.prepare_run(cfg, model_path)
-    else:
-        model_config = modeling.load_config(model_path)
-        limit = modeling.max_positions(model_config)
-        if limit and cfg.max_seq_length > limit:
-            raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
-                              f"use max_seq_length <= {limit}")
-        tokenizer = modeling.load_tokenizer(model_path)
-        # Hub datasets are cached on disk: rank 0 builds the cache first; in-memory data loads on every rank at once
-        with accelerator.main_process_first() if data_mod.cached_on_disk(cfg) else contextlib.nullcontext():
-            splits = data_mod.load_splits(cfg)
-            if images.is_image_splits(splits):
-                raise ConfigError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds "
-                                  "images; use mlp or vit-tiny (from scratch) or an image classifier")
-            tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
+    try:
+        model_path, tokenizer, splits, tokenized = _prepare(cfg, accelerator)
+    except Exception as e:
+        # a run the job runner prepared shows why it never started (the web app reads status.json); a bad command
+        # line writes nothing (the error line on stderr says it all)
+        if accelerator.is_main_process and (run.path / "job.json").is_file() and \
+                run.read_status().get("state") != "done":
+            run.write_status("failed", error=_error_line(e), finished_at=time.time())
+        raise
     resume_dir = resume_dir_for(cfg, run)
 
     # --- the run directory ---------------------------------------------------------------------------------
@@ -120,11 +103,44 @@ def train(cfg: TrainConfig) -> dict:
         raise
     except Exception as e:
         if accelerator.is_main_process and run.read_status().get("state") != "done":
-            line = e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0]
-            run.write_status("failed", error=line[:500], finished_at=time.time())
+            run.write_status("failed", error=_error_line(e), finished_at=time.time())
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _prepare(cfg: TrainConfig, accelerator):
+    """(model path, tokenizer or image processor, splits, tokenized splits): every check that can fail on bad input
+    happens here, before anything is written."""
+    from engine import custom_models, images
+    from engine import data as data_mod
+    from engine import modeling
+
+    # models built from scratch (mlp, vit-tiny, pkg.mod:Class) have nothing to resolve
+    model_path = None if custom_models.is_from_scratch(cfg.model_name_or_path) else \
+        modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    if images.is_image_run(cfg, model_path):  # engine/images.py; `tokenizer` is then the image processor
+        with accelerator.main_process_first():
+            model_path, tokenizer, splits, tokenized = images.prepare_run(cfg, model_path)
+    else:
+        model_config = modeling.load_config(model_path)
+        limit = modeling.max_positions(model_config)
+        if limit and cfg.max_seq_length > limit:
+            raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
+                              f"use max_seq_length <= {limit}")
+        tokenizer = modeling.load_tokenizer(model_path)
+        # Hub datasets are cached on disk: rank 0 builds the cache first; in-memory data loads on every rank at once
+        with accelerator.main_process_first() if data_mod.cached_on_disk(cfg) else contextlib.nullcontext():
+            splits = data_mod.load_splits(cfg)
+            if images.is_image_splits(splits):
+                raise ConfigError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds "
+                                  "images; use mlp or vit-tiny (from scratch) or an image classifier")
+            tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
+    return model_path, tokenizer, splits, tokenized
+
+
+def _error_line(e: BaseException) -> str:
+    return (e.problems[0] if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}".splitlines()[0])[:500]
 
 
 def _forget_previous_run_state() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, wait_final
 from engine.config import ConfigError
 from engine.events import RunDir
 from engine import jobs
@@ -206,3 +206,25 @@ def test_crash_without_final_status_is_marked_failed(manager):
     info = wait_for(mgr, name, ("failed",), timeout=120)
     # bad input found by the trainer (a column the data does not have): its one-line error surfaces
     assert "text_column: column 'body' not in" in info["error"], info
+
+
+def test_a_failed_run_names_its_cause_not_the_launcher(manager, tmp_path, tiny_run):
+    """A half-copied model folder (its tokenizer.json cut off) fails inside the training process; the launcher
+    then ends with `subprocess.CalledProcessError: ... returned non-zero exit status 1`, which says nothing. The
+    run's error is the training process's own exception line, in status.json and as read from train.log."""
+    import shutil
+
+    from engine.processes import error_line
+
+    model = tmp_path / "half-copied"
+    shutil.copytree(tiny_run / "model", model)
+    tokenizer = model / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[: tokenizer.stat().st_size // 2])
+    mgr = manager()
+    name = mgr.submit({**TINY, "model_name_or_path": str(model)}, "cpu.yaml", name="half")["name"]
+    info = wait_final(mgr, name, timeout=120)  # the launcher has exited: its own lines are in the log too
+    assert info["state"] == "failed", info
+    log = _log(mgr, name, tail=None)
+    assert "subprocess.CalledProcessError" in log  # the launcher's line is there, and it is not the one shown
+    assert info["error"].startswith("JSONDecodeError: Unterminated string"), info
+    assert error_line(mgr.run_dir(name) / "train.log").startswith("json.decoder.JSONDecodeError: Unterminated")

@@ -15,6 +15,7 @@ import difflib
 import logging
 import os
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,9 +191,10 @@ class TrainConfig:
         atomic_write_text(path, self.to_yaml())
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from plain values (YAML, a form); values are converted like command-line strings."""
-        return parse_args([], yaml_values=values)
+    def from_dict(cls, values: dict, source: str = "config") -> "TrainConfig":
+        """Build from plain values (YAML, a form); values are converted like command-line strings. `source` names
+        where they came from in messages; "form" words them for a web form (no YAML advice)."""
+        return parse_args([], yaml_values=values, source=source)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
@@ -214,7 +216,32 @@ class TrainConfig:
 # parsing
 
 
+_TRANSFORMERS_LOCK = threading.Lock()
+_transformers_ready = False
+
+
+def settle_transformers() -> None:
+    """Import the transformers names that other libraries reach for, once, under a lock.
+
+    transformers resolves its names lazily on first access. In the web app two handlers may do that at once (a
+    config parsed for the live preview while an upload is read), and `datasets`, which looks up
+    `transformers.PreTrainedTokenizerBase` whenever transformers is loaded, then saw a half-resolved module
+    ("module 'transformers' has no attribute 'PreTrainedTokenizerBase'"). Resolved here first, they are plain
+    attributes for everyone after.
+    """
+    global _transformers_ready
+    if _transformers_ready:
+        return
+    with _TRANSFORMERS_LOCK:
+        if not _transformers_ready:
+            import transformers
+
+            transformers.PreTrainedTokenizerBase, transformers.HfArgumentParser  # noqa: B018 - resolves them
+            _transformers_ready = True
+
+
 def _parser():
+    settle_transformers()
     from transformers import HfArgumentParser
 
     class Parser(HfArgumentParser):
@@ -251,6 +278,8 @@ def _to_argv(values: dict, source: str) -> list[str]:
         if value is None:
             f = names[key]
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if default is not None and source == "form":
+                raise ConfigError(f"{key}: cannot be empty; type a value (the default is {default!r})")
             if default is not None:
                 raise ConfigError(f"{source}: '{key}' cannot be empty; remove the line to use the default "
                                   f"({default!r})")
@@ -280,7 +309,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return values
 
 
-def parse_args(argv: list[str] | None = None, yaml_values: dict | None = None) -> TrainConfig:
+def parse_args(argv: list[str] | None = None, yaml_values: dict | None = None, source: str = "config") -> TrainConfig:
     """Parse `--config file.yaml` and `--key value` flags into a TrainConfig (not yet validated)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -301,7 +330,7 @@ def parse_args(argv: list[str] | None = None, yaml_values: dict | None = None) -
                 break
         pre = _to_argv(read_yaml(path), f"config '{path}'")
     if yaml_values:
-        pre = _to_argv(yaml_values, "config") + pre
+        pre = _to_argv(yaml_values, source) + pre
     # later flags win in argparse, so YAML values come first and command-line flags override them
     return _parse(pre + argv)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.config import DATA_EXTENSIONS, ConfigError, TrainConfig
+from engine.config import DATA_EXTENSIONS, ConfigError, TrainConfig, settle_transformers
 
 
 class DataError(ConfigError):
@@ -90,6 +90,7 @@ class Splits:
 
 def read_file(path: str, field: str = "train_file"):
     """Load one csv/json/jsonl/parquet file as a `datasets.Dataset`."""
+    settle_transformers()  # datasets reads transformers' names while it hashes (see engine.config)
     import datasets
 
     p = Path(path)
@@ -271,6 +272,7 @@ def _label_key(v):
 
 def load_splits(cfg: TrainConfig) -> Splits:
     """Load, standardize, encode labels and split (stratified) according to `cfg`."""
+    settle_transformers()
     import datasets
 
     raw = _load_raw(cfg)

@@ -252,6 +252,13 @@ def is_image_splits(splits) -> bool:
     return "image" in splits.train.column_names
 
 
+def refuse_images_for_text_model(cfg: TrainConfig, splits) -> None:
+    """A text model cannot read the images a Hub dataset turned out to hold: one line naming the models that can."""
+    if is_image_splits(splits):
+        raise DataError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds images; "
+                        "use mlp or vit-tiny (from scratch) or an image classifier")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # a training run on images (called by engine.train before anything is written)
 

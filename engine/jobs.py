@@ -92,6 +92,16 @@ def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[
     return argv, env
 
 
+def place(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """Point `cfg` at `run_dir` as the job runner writes it into config.yaml: paths relative to the repo root where
+    they lie inside it (the launch runs there), so the command and config.yaml shown before Start are the real ones."""
+    cfg.output_dir = _rel(run_dir)
+    for key in ("train_file", "validation_file", "test_file"):
+        if getattr(cfg, key) and Path(getattr(cfg, key)).exists():
+            setattr(cfg, key, _rel(Path(getattr(cfg, key))))
+    return cfg
+
+
 def display_command(argv: list[str], env: dict[str, str]) -> str:
     """The command as a user would type it in a shell at the repo root."""
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
@@ -184,9 +194,26 @@ class JobManager:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     # prepare / submit ------------------------------------------------------------------------------------------
-    def prepare(self, cfg: TrainConfig | dict, accelerate_config: str = "cpu.yaml", name: str | None = None) -> dict:
+    def propose_name(self, cfg: TrainConfig | dict, name: str | None = None) -> str:
+        """The name a run of `cfg` gets if it starts now: `name` made safe (a JobError when another run has it),
+        else '<data>-<n>' with the first free n, the same every time until such a run exists."""
+        if name and name.strip():
+            run_name = slug(name)
+            if (self.runs_dir / run_name).exists():
+                raise JobError(f"run name: '{run_name}' is already taken by another run; choose another name, or "
+                               "leave the box empty for an automatic one")
+            return run_name
+        base, n = slug(_data_label(cfg)), 1
+        while (self.runs_dir / f"{base}-{n}").exists():
+            n += 1
+        return f"{base}-{n}"
+
+    def prepare(self, cfg: TrainConfig | dict, accelerate_config: str = "cpu.yaml", name: str | None = None,
+                exact: bool = False) -> dict:
         """Validate `cfg`, create runs_dir/<name>/ with config.yaml and job.json; return the job record.
 
+        A taken `name` gets a '-2' (or later) suffix, unless `exact`: then it is refused (the web app shows the
+        name before Start, so it starts under that name or not at all). No name: `propose_name`'s.
         Raises ConfigError (every problem at once, same `validate()` as the trainer) or JobError.
         """
         if isinstance(cfg, dict):
@@ -200,13 +227,15 @@ class JobManager:
         if accelerate_config not in accelerate_configs():
             raise JobError(f"accelerate_config: unknown '{accelerate_config}'; choose one of "
                            f"{', '.join(accelerate_configs())}")
-        base = slug(name or f"{time.strftime('%Y%m%d-%H%M%S')}-{_data_label(cfg)}")
         with self._lock():
-            run_name, n = base, 2
-            while (self.runs_dir / run_name).exists():
-                run_name, n = f"{base}-{n}", n + 1
+            if exact or not name:
+                run_name = self.propose_name(cfg, name)
+            else:
+                base, run_name, n = slug(name), slug(name), 2
+                while (self.runs_dir / run_name).exists():
+                    run_name, n = f"{base}-{n}", n + 1
             run_dir = self.run_dir(run_name)
-            cfg.output_dir = _rel(run_dir)
+            place(cfg, run_dir)
             cfg.validate(check_paths=True)
             run_dir.mkdir(parents=True)
             cfg.save(run_dir / "config.yaml")
@@ -216,9 +245,10 @@ class JobManager:
             atomic_write_json(run_dir / "job.json", job)
         return job
 
-    def submit(self, cfg: TrainConfig | dict, accelerate_config: str = "cpu.yaml", name: str | None = None) -> dict:
+    def submit(self, cfg: TrainConfig | dict, accelerate_config: str = "cpu.yaml", name: str | None = None,
+               exact: bool = False) -> dict:
         """prepare() then queue the run; it starts at once when nothing else is active. Returns its info."""
-        job = self.prepare(cfg, accelerate_config, name)
+        job = self.prepare(cfg, accelerate_config, name, exact)
         self._enqueue(job["name"])
         return self.info(job["name"])
 

@@ -47,8 +47,8 @@ def one_class_warning(metrics: dict) -> str | None:
     if total == 0 or predicted[top] < total * 0.98:
         return None
     return (f"the model predicts '{labels[top]}' for {predicted[top]} of {total} validation examples: it has not "
-            "learned to tell the classes apart yet; train longer (more steps or epochs) or with a higher "
-            "learning rate")
+            "learned to tell the classes apart; train longer (more steps or epochs), or try another learning rate "
+            "(too low learns nothing yet, too high can collapse onto one class)")
 
 
 def scalar_metrics(metrics: dict, prefix: str = "eval_") -> dict:

@@ -103,6 +103,14 @@ def max_positions(config) -> int | None:
     return None
 
 
+def check_max_length(config, max_seq_length: int) -> None:
+    """Refuse a max_seq_length beyond the model's position embeddings (the run would fail at its first long text)."""
+    limit = max_positions(config)
+    if limit and max_seq_length > limit:
+        raise ModelError(f"max_seq_length: {max_seq_length} is beyond the model's limit of {limit} tokens; use "
+                         f"max_seq_length <= {limit}")
+
+
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 

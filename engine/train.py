@@ -123,18 +123,12 @@ def _prepare(cfg: TrainConfig, accelerator):
         with accelerator.main_process_first():
             model_path, tokenizer, splits, tokenized = images.prepare_run(cfg, model_path)
     else:
-        model_config = modeling.load_config(model_path)
-        limit = modeling.max_positions(model_config)
-        if limit and cfg.max_seq_length > limit:
-            raise ConfigError(f"max_seq_length: {cfg.max_seq_length} is beyond the model's limit of {limit} tokens; "
-                              f"use max_seq_length <= {limit}")
+        modeling.check_max_length(modeling.load_config(model_path), cfg.max_seq_length)
         tokenizer = modeling.load_tokenizer(model_path)
         # Hub datasets are cached on disk: rank 0 builds the cache first; in-memory data loads on every rank at once
         with accelerator.main_process_first() if data_mod.cached_on_disk(cfg) else contextlib.nullcontext():
             splits = data_mod.load_splits(cfg)
-            if images.is_image_splits(splits):
-                raise ConfigError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds "
-                                  "images; use mlp or vit-tiny (from scratch) or an image classifier")
+            images.refuse_images_for_text_model(cfg, splits)
             tokenized = data_mod.tokenize_splits(splits, tokenizer, cfg.max_seq_length)
     return model_path, tokenizer, splits, tokenized
 

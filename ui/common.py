@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -79,6 +80,31 @@ def _session() -> str | None:
     return getattr(request, "session_hash", None)
 
 
+class SessionValue:
+    """A value kept on the server for each browser (or API client) session, e.g. the file it uploaded.
+
+    Unlike a gr.State, a handler can change it before it raises: an upload that is refused first empties it, so a
+    refused file never leaves the previous one in use. Bounded: the oldest sessions are forgotten first.
+    """
+
+    def __init__(self, max_sessions: int = 1000):
+        self._values: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+        self.max_sessions = max_sessions
+
+    def get(self, default=None):
+        with self._lock:
+            return self._values.get(_session() or "", default)
+
+    def set(self, value) -> None:
+        key = _session() or ""
+        with self._lock:
+            self._values[key] = value
+            self._values.move_to_end(key)
+            while len(self._values) > self.max_sessions:
+                self._values.popitem(last=False)
+
+
 def _remember(key: str, line: str) -> None:
     session = _session()
     if session is None:
@@ -96,14 +122,31 @@ def last_error(request: gr.Request | None, key: str) -> str | None:
         return _LAST_ERRORS.pop((getattr(request, "session_hash", None), key), None)
 
 
+_QUOTED_PATH = re.compile(r"'(/[^']+)'")
+_BARE_PATH = re.compile(r"(?<![\w:/.~'])(/[\w.+@~-]+(?:/[\w.+@~-]+)+)")
+_UPLOAD_STAMP = re.compile(r"^\d{8}-\d{6}-")  # runs/uploads/<YYYYmmdd-HHMMSS>-<name> (engine.jobs.save_upload)
+_UPLOADED = re.compile(r"/?(?:[\w.~-]+/)*uploads/\d{8}-\d{6}-([\w.~-]+)")  # a stored upload, relative path too
+
+
+def hide_server_paths(text: str) -> str:
+    """`text` with every absolute path on the server cut to its file name: a visitor of the app knows the file
+    it uploaded or the run it picked, not where the server keeps them (and must not learn the server's layout)."""
+    def name(match: re.Match) -> str:
+        return _UPLOAD_STAMP.sub("", Path(match.group(1)).name)
+
+    text = _UPLOADED.sub(lambda m: m.group(1), text)
+    text = _QUOTED_PATH.sub(lambda m: f"'{name(m)}'", text)
+    return _BARE_PATH.sub(name, text)
+
+
 def error_line(e: BaseException) -> str:
-    """The one line a user sees for an exception raised by engine code."""
+    """The one line a user sees for an exception raised by engine code (server paths cut to file names)."""
     if isinstance(e, gr.Error):
         return str(e.message)
     if isinstance(e, ConfigError):
-        return "; ".join(e.problems)
+        return hide_server_paths("; ".join(e.problems))
     line = (str(e).strip().splitlines() or [""])[0][:300]
-    return f"unexpected error: {type(e).__name__}: {line}"
+    return hide_server_paths(f"unexpected error: {type(e).__name__}: {line}")
 
 
 def ui_errors(fn: Callable | None = None, *, toast: bool = True) -> Callable:

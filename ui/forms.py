@@ -154,7 +154,7 @@ def form_values(names: list[str], widget_values: typing.Sequence) -> dict:
 
 def to_config(values: dict) -> TrainConfig:
     """Plain values -> TrainConfig, parsed like the command line (raises ConfigError)."""
-    return TrainConfig.from_dict(values)
+    return TrainConfig.from_dict(values, source="form")
 
 
 def problems(values: dict, check_paths: bool = True) -> list[str]:

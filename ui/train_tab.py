@@ -2,7 +2,12 @@
 
 Training runs as a subprocess (engine.jobs) started with exactly the command shown; the tab only reads the run
 directory, refreshed by a gr.Timer, so closing the browser never stops training and any page reattaches.
-Validation uses the trainer's own `TrainConfig.validate()`, so bad input is reported here before launch.
+
+One source of truth: every widget of the left column is an input of `_plan()`, which turns them into the
+TrainConfig and run name a Start would use. The live command / config.yaml preview, Check and Start all call it,
+and Check and Start then run the same engine checks (`engine.preflight.check_run`), so Start refuses exactly what
+Check refuses, with the same lines. The uploaded file is state of its own, reset when the upload is cleared or
+refused. Results of actions go to one message panel that keeps them until the next action.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import gradio as gr
 
 from engine.config import DEFAULT_MODEL, ConfigError
 from engine.data import BUNDLED
-from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, save_upload, slug
+from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place, save_upload
 from ui import forms, run_panel, train_images
-from ui.common import ui_errors
+from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
 
 TAB_ID = "train"
 # fields with their own widgets above the generated form, or managed by the job runner
 MANAGED = ("model_name_or_path", "dataset_name", "train_file", "text_column", "label_column", "output_dir",
            "overwrite_output_dir", "resume_from_checkpoint")
 SOURCES = ("Bundled dataset", "Upload a file", "Hub dataset id")
+TEXT_NAMES = ("text", "sentence", "review", "content", "document", "article", "body")
+LABEL_NAMES = ("label", "labels", "category", "topic", "class", "sentiment", "target")
+DEFAULT_COLUMNS = ["text", "label"]
 _MANAGERS: dict[Path, JobManager] = {}
 
 
@@ -41,103 +49,177 @@ def _model_choices(mgr: JobManager) -> list[str]:
     return [DEFAULT_MODEL, *train_images.SCRATCH_MODELS, *done]
 
 
+def forms_names() -> list[str]:
+    return [s.name for s in forms.field_specs(exclude=MANAGED)]
+
+
 def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.components.Component | None = None,
           predict_tab_id: str | int = "predict") -> dict:
     """Render the tab's contents (call inside `gr.Tab`). With `tabs` and the Prediction tab's model picker,
     'Open in Prediction tab' switches tabs and selects the run's model. Returns the components by name."""
     mgr = manager(runs_dir)
-    gpus_note = ", ".join(f"{n} ({why})" for n, why in accelerate_configs().items() if why.startswith("ok"))
     c: dict = {}
     with gr.Row():
         with gr.Column(scale=3):
-            gr.Markdown("### 1 · Base model and data")
-            c["base_model"] = gr.Dropdown(_model_choices(mgr), value=DEFAULT_MODEL, allow_custom_value=True,
-                                          label="base model", elem_id="train-base-model",
-                                          info="The offline default (text), mlp / vit-tiny (images, trained from "
-                                               "scratch), a Hub id, or a finished run's model/.")
-            c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="dataset source", elem_id="train-source")
-            c["bundled"] = gr.Dropdown(list(BUNDLED), value=next(iter(BUNDLED)), label="bundled dataset",
-                                       info="; ".join(d for _, d in BUNDLED.values()), elem_id="train-bundled")
-            c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet), or a .zip of images with one folder "
-                                        "per class", visible=False, elem_id="train-upload",
-                                  file_types=[".csv", ".json", ".jsonl", ".parquet", *train_images.IMAGE_ARCHIVES])
-            c["hub_id"] = gr.Textbox(label="Hub dataset id", visible=False, placeholder="e.g. imdb",
-                                     elem_id="train-hub-id")
-            c["data_path"] = gr.State(None)
-            with gr.Row(visible=not train_images.is_image_bundled(next(iter(BUNDLED)))) as c["columns"]:
-                c["text_col"] = gr.Dropdown(["text", "label"], value="text", label="text column",
-                                            allow_custom_value=True, elem_id="train-text-col")
-                c["label_col"] = gr.Dropdown(["text", "label"], value="label", label="label column",
-                                             allow_custom_value=True, elem_id="train-label-col")
+            _data_widgets(c, mgr)
             gr.Markdown("### 2 · Hyperparameters")
             c["form"] = forms.build_form(exclude=MANAGED)
-            with gr.Row():
-                c["run_name"] = gr.Textbox(label="run name", placeholder="(automatic)", elem_id="train-run-name")
-                usable = [n for n, why in accelerate_configs().items() if why.startswith("ok")]
-                c["accel"] = gr.Dropdown(usable, value=usable[0], label="accelerate config", elem_id="train-accel",
-                                         info=f"This machine can run: {gpus_note}.")
-            with gr.Row():
-                c["check"] = gr.Button("Check data and estimate", elem_id="train-check")
-                c["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
-            c["problems"] = gr.Markdown(elem_id="train-problems")
-            with gr.Accordion("Pre-flight report", open=True):
-                c["report"] = gr.Markdown(elem_id="train-report")
-                with gr.Row():
-                    c["first_rows"] = gr.Dataframe(label="first rows", elem_id="train-first-rows", wrap=True)
-                    c["label_counts"] = gr.Dataframe(label="label counts", elem_id="train-label-counts")
-            c["command"] = gr.Code(label="command (run from the repository root)", language="shell",
-                                   elem_id="train-command", interactive=False)
-            c["yaml"] = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml", interactive=False)
-            c["download"] = gr.DownloadButton("Download config.yaml", elem_id="train-download")
+            _run_widgets(c)
         with gr.Column(scale=4):
             c.update(run_panel.build(mgr))
-    _wire(c, mgr, tabs, predict_model, predict_tab_id)
+    _wire(c, mgr)
+    if predict_model is not None and tabs is not None:
+        run_panel.wire_open_in_predict(c, mgr, tabs, predict_model, predict_tab_id)
     return c
 
 
-def _values(mgr, base_model, source, bundled, data_path, hub_id, text_col, label_col, *form_vals) -> dict:
-    """All widget values -> config values (the generated form plus the hand-placed data widgets)."""
+def _data_widgets(c: dict, mgr: JobManager) -> None:
+    gr.Markdown("### 1 · Base model and data")
+    c["base_model"] = gr.Dropdown(_model_choices(mgr), value=DEFAULT_MODEL, allow_custom_value=True,
+                                  label="base model", elem_id="train-base-model",
+                                  info="The offline default (text), mlp / vit-tiny (images, trained from "
+                                       "scratch), a Hub id, or a finished run's model/.")
+    c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="dataset source", elem_id="train-source")
+    c["bundled"] = gr.Dropdown(list(BUNDLED), value=next(iter(BUNDLED)), label="bundled dataset",
+                               info="; ".join(d for _, d in BUNDLED.values()), elem_id="train-bundled")
+    c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet), or a .zip of images with one folder "
+                                "per class", visible=False, elem_id="train-upload",
+                          file_types=[".csv", ".json", ".jsonl", ".parquet", *train_images.IMAGE_ARCHIVES])
+    c["hub_id"] = gr.Textbox(label="Hub dataset id", visible=False, placeholder="e.g. imdb", elem_id="train-hub-id")
+    with gr.Row(visible=not train_images.is_image_bundled(next(iter(BUNDLED)))) as c["columns"]:
+        c["text_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="text", label="text column", allow_custom_value=True,
+                                    elem_id="train-text-col", info="columns holding text")
+        c["label_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="label", label="label column", allow_custom_value=True,
+                                     elem_id="train-label-col", info="the classes to learn")
+
+
+def _run_widgets(c: dict) -> None:
+    configs = accelerate_configs()
+    usable = [n for n, why in configs.items() if why.startswith("ok")]
+    with gr.Row():
+        c["run_name"] = gr.Textbox(label="run name", placeholder="(automatic: <data>-<n>)", elem_id="train-run-name")
+        c["accel"] = gr.Dropdown(usable, value=usable[0], label="accelerate config", elem_id="train-accel",
+                                 info="This machine can run: " + ", ".join(f"{n} ({why})" for n, why in configs.items()
+                                                                           if why.startswith("ok")) + ".")
+    with gr.Row():
+        c["check"] = gr.Button("Check data and estimate", elem_id="train-check")
+        c["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+    c["problems"] = gr.Markdown(elem_id="train-problems")  # the message panel: the last action's result
+    c["command"] = gr.Code(label="command (run from the repository root)", language="shell",
+                           elem_id="train-command", interactive=False)
+    with gr.Accordion("Pre-flight report (optional: measures a few real steps)", open=True):
+        c["report"] = gr.Markdown(elem_id="train-report")
+        with gr.Row():
+            c["first_rows"] = gr.Dataframe(label="first rows", elem_id="train-first-rows", wrap=True)
+            c["label_counts"] = gr.Dataframe(label="label counts", elem_id="train-label-counts")
+    with gr.Accordion("config.yaml", open=False, elem_id="train-yaml-accordion"):
+        c["yaml"] = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml", interactive=False)
+        c["download"] = gr.DownloadButton("Download config.yaml", elem_id="train-download")
+    c["estimate"] = gr.State(None)  # the last pre-flight's whole-run estimate, with the config it measured
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the one derivation: widgets -> (TrainConfig, run name)
+
+
+def _values(uploaded: str | None, base_model, source, bundled, hub_id, text_col, label_col, *form_vals) -> dict:
+    """All widget values, and the session's stored upload, -> config values (the generated form plus the
+    hand-placed data widgets)."""
     train_images.refuse_user_code(base_model)  # module:Class runs the user's code: command line only
     values = forms.form_values(list(forms_names()), form_vals)
-    images = train_images.is_image_data(SOURCES.index(source) if source in SOURCES else -1, bundled, data_path)
+    images = train_images.is_image_data(SOURCES.index(source) if source in SOURCES else -1, bundled, uploaded)
     values.update(model_name_or_path=(base_model or "").strip() or None, dataset_name=None, train_file=None,
                   text_column=None if images else text_col or None, label_column=None if images else label_col or None)
     if source == SOURCES[0]:
         values["dataset_name"] = bundled
     elif source == SOURCES[1]:
-        if not data_path:
+        if not uploaded:
             raise ConfigError("train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file, or a "
                               ".zip of images")
-        values["train_file"] = data_path
+        values["train_file"] = uploaded
     else:
         values["dataset_name"] = (hub_id or "").strip() or None
     if source != SOURCES[1]:
         for key in ("validation_file", "test_file"):
             values.pop(key, None)
-    values["output_dir"] = str(mgr.runs_dir / "preview")  # replaced by the real run directory at Start
     return values
 
 
-def forms_names() -> list[str]:
-    return [s.name for s in forms.field_specs(exclude=MANAGED)]
+def _plan(mgr: JobManager, uploaded, run_name, *args):
+    """(config placed in the run directory it will get, that run's name). ConfigError/JobError on bad input."""
+    cfg = forms.to_config(_values(uploaded, *args))
+    name = mgr.propose_name(cfg, run_name)
+    return place(cfg, mgr.runs_dir / name), name
 
 
-def _config(mgr, *args):
-    values = _values(mgr, *args)
-    cfg = forms.to_config(values)
+def _checked(mgr: JobManager, uploaded, run_name, *args):
+    """What Check and Start both run before doing anything: the plan, the config's validation and the engine's
+    data and model checks. Returns (cfg, name, engine.preflight.Checked)."""
+    from engine.modeling import check_before_launch
+    from engine.preflight import check_run
+
+    cfg, name = _plan(mgr, uploaded, run_name, *args)
     cfg.validate(check_paths=True)
-    return cfg
+    check_before_launch(cfg.model_name_or_path)
+    return cfg, name, check_run(cfg)
 
 
-def _problems_md(e: ConfigError) -> str:
-    return "**Please fix before starting:**\n\n" + "\n".join(f"- `{p.split(':', 1)[0]}`:{p.split(':', 1)[1]}"
-                                                             if ":" in p else f"- {p}" for p in e.problems)
+def _problems_md(e: ConfigError | JobError) -> str:
+    problems = e.problems if isinstance(e, ConfigError) else [str(e)]
+    lines = []
+    for p in map(hide_server_paths, problems):
+        field, _, rest = p.partition(":")
+        lines.append(f"- `{field}`:{rest}" if rest else f"- {p}")
+    return "**Please fix before starting:**\n\n" + "\n".join(lines)
 
 
-def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
+def _estimate_key(cfg) -> str:
+    """The config a measurement describes (the run's own folder aside: the same settings cost the same)."""
+    return cfg.to_yaml().replace(cfg.output_dir, "")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# handlers
+
+
+def _preview(mgr: JobManager, uploaded, accel, run_name, *args):
+    """(command, config.yaml) of what Start would run now; unfinished input shows as comment lines."""
+    try:
+        cfg, name = _plan(mgr, uploaded, run_name, *args)
+    except (ConfigError, JobError, gr.Error) as e:
+        lines = e.problems if isinstance(e, ConfigError) else [str(getattr(e, "message", e))]
+        return "", "# not ready yet:\n" + "".join(f"# - {hide_server_paths(p)}\n" for p in lines)
+    argv, env = command_for(mgr.runs_dir / name, accel)
+    return display_command(argv, env), cfg.to_yaml()
+
+
+def _upload_columns(saved: Path) -> tuple[dict, dict, str]:
+    """(text picker update, label picker update, message) for an uploaded data file."""
+    from engine.preflight import columns
+
+    kinds = columns(str(saved))
+    cols = list(kinds)
+    texts = [n for n, k in kinds.items() if k == "text"]
+    text = next((n for n in TEXT_NAMES if n in texts), texts[0] if texts else None)
+    others = [n for n in cols if n != text]
+    label = next((n for n in LABEL_NAMES if n in others), others[-1] if others else None)
+    note = f"Uploaded `{saved.name}` with columns: {', '.join(cols)}"
+    if not texts:
+        note += ". ⚠️ No column holds text; a text classifier needs one"
+    return (gr.update(choices=texts or cols, value=text), gr.update(choices=others or cols, value=label),
+            note if texts else message(note, "warn"))
+
+
+def _reset_columns() -> tuple:
+    """The column pickers a cleared or refused upload leaves: the defaults."""
+    return gr.update(choices=DEFAULT_COLUMNS, value="text"), gr.update(choices=DEFAULT_COLUMNS, value="label")
+
+
+def _wire(c, mgr: JobManager) -> None:
+    uploads = SessionValue()  # the stored upload of each session: what Check, Start and the preview train on
     form_inputs = [c["form"][n] for n in forms_names()]
-    data_inputs = [c["base_model"], c["source"], c["bundled"], c["data_path"], c["hub_id"], c["text_col"],
-                   c["label_col"]]
+    data_inputs = [c["base_model"], c["source"], c["bundled"], c["hub_id"], c["text_col"], c["label_col"]]
+    plan_inputs = [c["run_name"], c["accel"], *data_inputs, *form_inputs]
 
     def on_source(source):
         return (gr.update(visible=source == SOURCES[0]), gr.update(visible=source == SOURCES[1]),
@@ -147,88 +229,142 @@ def _wire(c, mgr: JobManager, tabs, predict_model, predict_tab_id) -> None:
     c["base_model"].change(train_images.learning_rate_for, [c["base_model"], c["form"]["learning_rate"]],
                            c["form"]["learning_rate"], api_name="train_suggest_lr", show_progress="hidden")
 
-    @ui_errors
-    def on_upload(file):
-        if not file:
-            return None, gr.update(), gr.update(), ""
-        saved = None
-        try:
-            saved = save_upload(file, mgr.runs_dir, Path(file).name)
-            if saved.suffix.lower() in train_images.IMAGE_ARCHIVES:  # images: classes come from the folder names
-                return str(saved), gr.update(), gr.update(), train_images.describe_archive(saved)
-            from engine.preflight import columns
-
-            cols = columns(str(saved))
-        except (JobError, ConfigError) as e:
-            if saved is not None:
-                saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
-            raise gr.Error(str(e)) from None
-        text = next((x for x in ("text", "sentence", "review", "content") if x in cols), cols[0])
-        label = next((x for x in ("label", "labels", "category") if x in cols), cols[-1])
-        return (str(saved), gr.update(choices=cols, value=text), gr.update(choices=cols, value=label),
-                f"Uploaded `{saved.name}` with columns: {', '.join(cols)}")
-
-    c["upload"].upload(on_upload, c["upload"], [c["data_path"], c["text_col"], c["label_col"], c["problems"]],
-                       api_name="train_upload")
-
-    def data_kind(source, bundled, data_path):
+    def data_kind(source, bundled):
         """Images need no column mapping: hide the text/label column pickers for image data."""
         index = SOURCES.index(source) if source in SOURCES else -1
-        return gr.update(visible=not train_images.is_image_data(index, bundled, data_path))
+        return gr.update(visible=not train_images.is_image_data(index, bundled, uploads.get()))
 
-    gr.on([c["source"].change, c["bundled"].change, c["data_path"].change], data_kind,
-          [c["source"], c["bundled"], c["data_path"]], c["columns"], api_name="train_data_kind")
+    def preview(run_name, accel, *args):
+        return _preview(mgr, uploads.get(), accel, run_name, *args)
 
-    @ui_errors
-    def check(run_name, accel, *args, progress=gr.Progress()):
+    def after_data(dependency, name):
+        """Once the stored data changed: the column pickers' visibility and the preview follow."""
+        dependency.then(data_kind, [c["source"], c["bundled"]], c["columns"], api_name=f"{name}_data_kind",
+                        show_progress="hidden").then(preview, plan_inputs, [c["command"], c["yaml"]],
+                                                     api_name=f"{name}_preview", show_progress="hidden")
+
+    gr.on([c["source"].change, c["bundled"].change], data_kind, [c["source"], c["bundled"]], c["columns"],
+          api_name="train_data_kind", show_progress="hidden")
+    gr.on([x.change for x in plan_inputs], preview, plan_inputs, [c["command"], c["yaml"]],
+          api_name="train_preview", show_progress="hidden", trigger_mode="always_last")
+    if (demo := gr.context.Context.root_block) is not None:
+        demo.load(preview, plan_inputs, [c["command"], c["yaml"]], api_name="train_preview_on_load",
+                  show_progress="hidden")
+    _wire_upload(c, mgr, uploads, after_data)
+    started = _wire_check_and_start(c, mgr, uploads, plan_inputs)
+    # once a run has taken its name, the preview shows what the next Start would run
+    started.then(preview, plan_inputs, [c["command"], c["yaml"]], api_name="train_start_preview",
+                 show_progress="hidden")
+
+
+def _wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> None:
+    @ui_errors(toast=False)
+    def on_upload(file):
+        uploads.set(None)  # before anything can fail: a refused file never leaves the previous one in use
+        if not file:
+            return (*_reset_columns(), "")
+        saved = save_upload(file, mgr.runs_dir, Path(file).name)
         try:
-            cfg = _config(mgr, *args)
-        except ConfigError as e:
-            return _problems_md(e), "", None, None, "", "", None
+            if saved.suffix.lower() in train_images.IMAGE_ARCHIVES:  # images: classes come from the folder names
+                result = gr.update(), gr.update(), train_images.describe_archive(saved)
+            else:
+                result = _upload_columns(saved)
+        except Exception:
+            saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
+            raise
+        uploads.set(str(saved))
+        return result
+
+    outputs = [c["text_col"], c["label_col"], c["problems"]]
+    dep = c["upload"].upload(on_upload, c["upload"], outputs, api_name="train_upload", show_progress_on=c["problems"])
+    # a refused file is taken off the widget too: what the page shows is what would train
+    show_errors(dep, on_upload, c["problems"], reset=lambda: (None, *_reset_columns()),
+                outputs=[c["upload"], c["text_col"], c["label_col"]])
+    after_data(dep, "train_upload")
+
+    def on_clear():
+        uploads.set(None)
+        return (*_reset_columns(), message("Upload cleared: choose a file (or another data source) before Check."))
+
+    after_data(c["upload"].clear(on_clear, None, outputs, api_name="train_upload_clear", show_progress="hidden"),
+               "train_upload_clear")
+
+
+def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_inputs: list):
+    buttons = [c["check"], c["start"]]
+
+    def lock():
+        """While Check or Start runs, neither can be clicked, and the last action's message is gone."""
+        return gr.update(interactive=False), gr.update(interactive=False), ""
+
+    def unlock():
+        return gr.update(interactive=True), gr.update(interactive=True)
+
+    check_outputs = [c["problems"], c["report"], c["first_rows"], c["label_counts"], c["command"], c["yaml"],
+                     c["download"]]
+
+    @ui_errors(toast=False)
+    def check(run_name, accel, *args, progress=gr.Progress()):
+        import pandas as pd
+
         from engine.preflight import preflight, report_markdown
 
-        world = 2 if accel == "cpu_ddp.yaml" else 1
         try:
-            rep = preflight(cfg, world_size=world, timed_steps=1, progress=lambda f, d="": progress(f, desc=d))
-        except ConfigError as e:
-            return _problems_md(e), "", None, None, "", "", None
-        planned = mgr.runs_dir / slug(run_name or "<automatic name>")
-        argv, env = command_for(planned, accel)
-        cfg.output_dir = str(planned)
+            cfg, name, checked = _checked(mgr, uploads.get(), run_name, *args)
+            rep = preflight(cfg, world_size=2 if accel == "cpu_ddp.yaml" else 1, timed_steps=1,
+                            progress=lambda f, d="": progress(f, desc=d), checked=checked)
+        except (ConfigError, JobError) as e:
+            return _problems_md(e), "", None, None, gr.update(), gr.update(), None, None
+        argv, env = command_for(mgr.runs_dir / name, accel)
         yaml_text = cfg.to_yaml()
         path = Path(tempfile.mkdtemp(prefix="hubtune-cfg-")) / "config.yaml"
         path.write_text(yaml_text)
-        import pandas as pd
-
         counts = pd.DataFrame({"label": list(rep["label_counts"]), "count": list(rep["label_counts"].values())})
-        return ("✅ config is valid", report_markdown(rep), pd.DataFrame(rep["first_rows"]), counts,
-                display_command(argv, env), yaml_text, str(path))
+        long = rep["whole_run_seconds"] > 600
+        note = message(f"the data and settings are valid; run `{name}` would take about "
+                       f"{_minutes(rep['whole_run_seconds'])} here", "warn" if long else "ok")
+        estimate = {"key": _estimate_key(cfg), "seconds": rep["whole_run_seconds"], "steps": rep["total_steps"]}
+        return (note, report_markdown(rep), pd.DataFrame(rep["first_rows"]), counts, display_command(argv, env),
+                yaml_text, str(path), estimate)
 
-    c["check"].click(check, [c["run_name"], c["accel"], *data_inputs, *form_inputs],
-                     [c["problems"], c["report"], c["first_rows"], c["label_counts"], c["command"], c["yaml"],
-                      c["download"]], api_name="train_check")
+    dep = (c["check"].click(lock, None, [*buttons, c["problems"]], api_name="train_check_lock", queue=False,
+                            show_progress="hidden")
+           .then(check, plan_inputs, [*check_outputs, c["estimate"]], api_name="train_check",
+                 show_progress_on=[c["problems"], c["report"]]))
+    dep.then(unlock, None, buttons, api_name="train_check_unlock", queue=False, show_progress="hidden")
+    show_errors(dep, check, c["problems"])
 
-    @ui_errors
-    def start(run_name, accel, *args):
+    @ui_errors(toast=False)
+    def start(run_name, accel, estimate, *args):
         try:
-            cfg = _config(mgr, *args)
-            info = mgr.submit(cfg, accel, name=run_name or None)
-        except ConfigError as e:
+            cfg, name, checked = _checked(mgr, uploads.get(), run_name, *args)
+            # a typed name is started under exactly that name; an automatic one moves on if taken meanwhile
+            info = mgr.submit(cfg, accel, name=name, exact=bool((run_name or "").strip()))
+        except (ConfigError, JobError) as e:
             return _problems_md(e), gr.update(), gr.update(), gr.update(), gr.update()
-        except JobError as e:
-            raise gr.Error(str(e)) from None
         cfg_path = Path(info["dir"]) / "config.yaml"
         where = "started" if info["state"] != "queued" else f"queued at position {info['queue_position']}"
-        return (f"✅ run `{info['name']}` {where}", info["command"], cfg_path.read_text(), str(cfg_path),
+        cost = (f"; about {_minutes(estimate['seconds'])} by the pre-flight's measure"
+                if estimate and estimate.get("key") == _estimate_key(cfg) else
+                "; run the pre-flight (Check) to know how long it takes")
+        return (message(f"run `{info['name']}` {where}: {len(checked.splits.train):,} training examples{cost}"),
+                info["command"], cfg_path.read_text(), str(cfg_path),
                 gr.update(choices=[r["name"] for r in mgr.list_runs()], value=info["name"]))
 
-    c["start"].click(start, [c["run_name"], c["accel"], *data_inputs, *form_inputs],
-                     [c["problems"], c["command"], c["yaml"], c["download"], c["run"]], api_name="train_start")
+    start_outputs = [c["problems"], c["command"], c["yaml"], c["download"], c["run"]]
+    start_inputs = [plan_inputs[0], plan_inputs[1], c["estimate"], *plan_inputs[2:]]
+    dep = (c["start"].click(lock, None, [*buttons, c["problems"]], api_name="train_start_lock", queue=False,
+                            show_progress="hidden")
+           .then(start, start_inputs, start_outputs, api_name="train_start", show_progress_on=c["problems"]))
+    dep.then(unlock, None, buttons, api_name="train_start_unlock", queue=False, show_progress="hidden")
+    show_errors(dep, start, c["problems"])
+    return dep
 
-    run_panel.wire(c, mgr)
 
-    if predict_model is not None and tabs is not None:
-        run_panel.wire_open_in_predict(c, mgr, tabs, predict_model, predict_tab_id)
+def _minutes(seconds: float) -> str:
+    from engine.preflight import _duration
+
+    return _duration(seconds)
 
 
 def build_tab(ctx) -> None:

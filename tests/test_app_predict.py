@@ -1,5 +1,8 @@
 """The Prediction tab through gradio_client against the launched app, like any Space: predict, file, compare,
-every bad input (each a clear error, the server keeps serving), 20 concurrent predictions, fast import."""
+the run's own examples, every bad input (each a clear error, the server keeps serving), 20 concurrent
+predictions, fast import."""
+
+import json
 
 import os
 import subprocess
@@ -55,6 +58,17 @@ def test_model_list_info_and_empty_state(client, model, tmp_path):
     empty_md = next(c for c in blocks if c.get("props", {}).get("elem_id") == "predict-empty")["props"]
     assert empty_md["visible"] is True and "No finished run yet" in empty_md["value"]
     assert "python -m engine.train" in empty_md["value"]
+    # the quick command, with the time measured for it (a user had waited 11 minutes for "a few")
+    assert "--max_train_samples 800" in empty_md["value"] and "--max_seq_length 64" in empty_md["value"]
+    assert "a few minutes" not in empty_md["value"] and "35 seconds" in empty_md["value"]
+    import shlex
+
+    from engine.config import parse_args
+    from ui.predict_tab import QUICK_TRAIN
+
+    # the flags exist and pass validation (timed by hand: 33-35 s on 2 cores, accuracy 0.975)
+    cfg = parse_args([*shlex.split(QUICK_TRAIN), "--output_dir", str(tmp_path / "runs" / "bbc")]).validate()
+    assert (cfg.max_train_samples, cfg.max_seq_length, cfg.max_steps) == (800, 64, 50)
     with pytest.raises(AppError, match="none chosen.*train one"):
         client.predict("some text", None, "main", api_name="/predict")
 
@@ -69,8 +83,30 @@ def test_file_in_file_out(client, model, bbc, tmp_path):
                                                                                    "score"]
     expected = [next(iter(p)) for p in shared_predictor().predict(model, bbc)]
     assert out["predicted_label"].tolist() == expected and out["score"].between(0.2, 1).all()
-    assert preview["headers"] == ["id", "review", "predicted_label", "score"] and len(preview["data"]) == 20
+    # the preview pins the answers first (the file above keeps the input's order)
+    assert preview["headers"] == ["predicted_label", "score", "id", "review"] and len(preview["data"]) == 20
+    assert [row[0] for row in preview["data"]] == expected
     assert note.startswith("20 rows classified from column `review`")
+
+
+def test_examples_are_the_runs_own_validation_texts(client, model, tiny_run):
+    rows = [json.loads(line) for line in (tiny_run / "eval_predictions.jsonl").read_text().splitlines()]
+    texts, hint, images, image_hint = client.predict(model, api_name="/model_examples")
+    samples = texts["samples"]
+    assert texts["visible"] is True and 5 <= len(samples) <= 6 and hint["visible"] is False
+    assert images["samples"] == [] and images["visible"] is False
+    for text, label in samples:
+        assert len(text) <= 300
+        source = next(r for r in rows if " ".join(r["text"].split()).startswith(text.rstrip("…")))
+        assert source["label"] == label == source["prediction"]  # correctly predicted validation texts
+    correct = {r["label"] for r in rows if r["label"] == r["prediction"]}
+    assert {label for _, label in samples[:len(correct)]} == correct  # one per label first
+    # clicking an example (its index) puts its text in the text box
+    assert client.predict(2, api_name="/pick_text_example") == samples[2][0]
+
+    texts, hint, images, image_hint = client.predict("someone/some-model", api_name="/model_examples")
+    assert texts["samples"] == [] and texts["visible"] is False
+    assert hint["visible"] is True and "No examples" in hint["value"] and "Hub id" in hint["value"]
 
 
 def test_compare_side_by_side(client, model, app_runs_dir):

@@ -1,19 +1,24 @@
 """Images in the web app, end to end: a tiny `mlp` trained from scratch on real MNIST digits in this session,
-then predicted through gradio_client (/predict_image, /predict_sketch, bad inputs) and a real browser (pick the
-model, see the image widgets, upload a held-out digit, draw a "1" on the sketchpad), and the Fine-tuning tab's
-image pre-flight report and a tiny image run started from the tab. Screenshots go to artifacts/images_*.png."""
+then predicted through gradio_client (/predict_image, /predict_sketch, /model_examples, bad inputs) and a real
+browser (pick the model, see the image widgets and the run's own validation images as examples, upload a held-out
+digit, draw a "1" on the sketchpad without picking the brush first, each answer in its own box), and the
+Fine-tuning tab's image pre-flight report and a tiny image run started from the tab. Screenshots go to
+artifacts/images_*.png."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
 import time
+import urllib.request
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
 from conftest import ROOT
@@ -135,6 +140,75 @@ def test_bad_image_inputs_each_get_one_clear_line(client, runs, tmp_path, tiny_r
     assert value["label"] in DIGITS
 
 
+def _run_examples(run) -> list[dict]:
+    """The run's "example" lines of samples/index.jsonl (engine.images.save_samples), in label order."""
+    lines = [json.loads(line) for line in (run / "samples" / "index.jsonl").read_text().splitlines()]
+    return sorted((e for e in lines if e["kind"] == "example"), key=lambda e: int(e["label"]))
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def test_model_examples_api_gives_the_runs_samples(client, runs, served, tmp_path):
+    expected = _run_examples(runs / "mnist")
+    assert [e["label"] for e in expected] == DIGITS  # one correctly classified validation image per digit
+    texts, _, images, hint = client.predict(str(runs / "mnist"), api_name="/model_examples")
+    assert texts["samples"] == [] and images["visible"] is True and hint["visible"] is False
+    assert "Validation images of this run" in images["label"] and "0, 1, 2, 3" in images["label"]
+    assert len(images["samples"]) == len(expected)
+    for (shown,), e in zip(images["samples"], expected):  # the very pixels of samples/, served as PNG
+        with urllib.request.urlopen(f"{served}gradio_api/file={shown}") as r:  # (a path in gradio's cache)
+            got = _pixels(r.read())
+        assert np.array_equal(got, np.asarray(Image.open(runs / "mnist" / "samples" / e["path"]).convert("L")))
+
+    # a digit run from before samples/ existed: real MNIST digits from ui/assets instead, and it says so
+    old = tmp_path / "old_mnist"
+    old.mkdir()
+    for name in ("model", "status.json", "metrics.json", "eval_predictions.jsonl"):
+        (old / name).symlink_to(runs / "mnist" / name)
+    _, _, images, hint = client.predict(str(old), api_name="/model_examples")
+    assert len(images["samples"]) == 10 and "Real MNIST digits" in images["label"] and "no samples/" in images["label"]
+    # a Hub id: no examples, one line why
+    _, _, images, hint = client.predict("someone/vit-digits", api_name="/model_examples")
+    assert images["visible"] is False and hint["visible"] is True and "No examples" in hint["value"]
+
+
+def test_browser_image_examples_are_the_runs_samples(browser, served, runs):
+    from engine.predict import shared_predictor
+
+    expected = _run_examples(runs / "mnist")
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(served)
+        page.locator("#predict-model input").click()
+        page.get_by_role("option").filter(has_text="mnist").first.click()
+        gallery = page.locator("#predict-image-examples")
+        thumbs = gallery.locator("img")
+        expect(thumbs).to_have_count(len(expected))  # all ten, one per digit
+        assert "Validation images of this run" in gallery.inner_text()
+        for i in (0, 7):  # what the page shows is the run's own PNG, pixel for pixel
+            got = _pixels(page.request.get(thumbs.nth(i).get_attribute("src")).body())
+            assert np.array_equal(got, np.asarray(Image.open(runs / "mnist" / "samples" /
+                                                             expected[i]["path"]).convert("L")))
+        thumbs.nth(6).click()  # clicking one puts it in the upload box; Predict image reads it like the engine
+        page.locator("#predict-image img").wait_for()
+        page.locator("#predict-image-button").click()
+        note = page.locator("#predict-image-note")
+        page.wait_for_function("e => /of 10 labels/.test(e.innerText) && !/[0-9]\\.[0-9]s/.test(e.innerText)",
+                               arg=note.element_handle())
+        engine = shared_predictor().predict_image(str(runs / "mnist"),
+                                                  str(runs / "mnist" / "samples" / expected[6]["path"]))
+        top = next(iter(engine))
+        assert top == expected[6]["label"] == "6"
+        assert page.locator("#predict-image-label .output-class").inner_text().strip() == top
+        assert f"{top} ({engine[top]:.0%})" in note.inner_text()
+        _shot(page, "0_examples")
+    finally:
+        page.close()
+
+
 def test_browser_upload_and_draw_a_digit(browser, served, held_out):
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.set_default_timeout(60_000)
@@ -161,24 +235,34 @@ def test_browser_upload_and_draw_a_digit(browser, served, held_out):
         before = note.inner_text()
         _draw_one(page)
         page.locator("#predict-sketch-button").click()
-        try:  # the answer to the drawing replaces the upload's
-            # (while it runs the note also shows a timer such as "1.1s")
-            page.wait_for_function("([e, before]) => e.innerText !== before && /of 10 labels/.test(e.innerText) "
-                                   "&& !/[0-9]\\.[0-9]s/.test(e.innerText)", arg=[note.element_handle(), before],
-                                   timeout=30_000)
-        except PlaywrightTimeout:
-            pass  # the same answer as before: the assertion below says what was read
-        drawn = page.locator("#predict-image-label .output-class").inner_text().strip()
+        # the drawing's answer lands in its own box (while it runs the note also shows a timer such as "1.1s")
+        sketch_note = page.locator("#predict-sketch-note")
+        page.wait_for_function("e => /of 10 labels/.test(e.innerText) && !/[0-9]\\.[0-9]s/.test(e.innerText)",
+                               arg=sketch_note.element_handle(), timeout=30_000)
+        drawn = page.locator("#predict-sketch-label .output-class").inner_text().strip()
+        page.locator("#predict-sketch-label [data-testid=status-tracker].hide").wait_for(state="attached")
         _shot(page, "2_sketch")
         assert drawn == "1", f"the drawn 1 was read as {drawn}"
+        assert ": 1 (" in sketch_note.inner_text()
+        # and the upload's answer is still there, untouched
+        assert page.locator("#predict-image-label .output-class").inner_text().strip() == truth
+        assert note.inner_text() == before
+
+        # clearing the canvas keeps the brush: the next drag draws again
+        sketch = page.locator("#predict-sketch")
+        sketch.get_by_role("button", name="Clear canvas").click()
+        page.wait_for_function("() => document.querySelector('#predict-sketch button[aria-label=\"Brush\"]')"
+                               "?.classList.contains('highlight')")
     finally:
         page.close()
 
 
 def _draw_one(page):
-    """Pick the brush, then drag a vertical stroke down the middle of the canvas, like a hand-drawn '1'."""
+    """Drag a vertical stroke down the middle of the canvas, like a hand-drawn '1', as a new user would: the
+    brush is already selected (the app presses it), nobody clicks it first."""
     sketch = page.locator("#predict-sketch")
-    sketch.get_by_role("button", name="Brush").first.click()
+    page.wait_for_function("() => document.querySelector('#predict-sketch button[aria-label=\"Brush\"]')"
+                           "?.classList.contains('highlight')")
     box = sketch.locator("canvas").first.bounding_box()
     x = box["x"] + box["width"] * 0.5
     page.mouse.move(x, box["y"] + box["height"] * 0.2)

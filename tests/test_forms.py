@@ -58,7 +58,9 @@ def test_problems_are_the_trainers_messages():
     assert any(p.startswith("learning_rate: must be >=") for p in probs)
     assert any(p.startswith("warmup_steps/warmup_ratio") for p in probs)
     assert forms.problems({"dataset_name": "bundled:bbc_news", "output_dir": "/tmp/hubtune-forms-test-new"}) == []
-    # an emptied required number is named, not silently defaulted
+    # an emptied required number is named, not silently defaulted, in words for a form (there is no YAML line)
+    assert forms.problems(forms.form_values(["learning_rate"], [""])) == [
+        "learning_rate: cannot be empty; type a value (the default is 5e-05)"]
     assert any("per_device_train_batch_size" in p for p in forms.problems(
         forms.form_values(["per_device_train_batch_size"], [None])))
 

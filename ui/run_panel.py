@@ -1,11 +1,13 @@
 """The Fine-tuning tab's right column: every run, the selected run's live view, its results, Cancel/Resume.
 
 It only reads run directories (refreshed by a gr.Timer through the job runner), so a reloaded page reattaches to a
-running run and any number of pages show the same runs.
+running run and any number of pages show the same runs. Each page keeps what it last drew (`drawn`, per session):
+charts, log and results are redrawn only when their files changed, so an idle page costs a few file stats a tick.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -13,97 +15,232 @@ import gradio as gr
 from engine.config import ConfigError
 from engine.jobs import JobError, JobManager
 from ui import hub_panel, run_view
+from ui.common import message, show_errors, ui_errors
 
-REFRESH_SECONDS = 2.0
+REFRESH_SECONDS = 2.0  # charts, log and results (redrawn only when the run's files changed)
+STATUS_SECONDS = 1.0  # progress line, phase and buttons: cheap, and a phase such as saving may last a second
+ACTIVE = ("queued", "starting", "running")  # states Cancel applies to
+RESUMABLE = ("cancelled", "failed")
 
 
 def build(mgr: JobManager) -> dict:
     """Render the column (call inside a gr.Column); returns its components by name."""
     c: dict = {}
     gr.Markdown("### 3 · Runs")
-    c["runs"] = gr.Dataframe(run_view.runs_table([]), label="all runs", interactive=False,
-                             elem_id="train-runs")
-    with gr.Row():
+    c["runs"] = gr.Dataframe(run_view.runs_table([]), label="all runs (click a row to show it)", interactive=False,
+                             elem_id="train-runs", max_height=300, wrap=True,
+                             column_widths=["19%", "14%", "12%", "20%", "22%", "13%"])
+    with gr.Row(equal_height=True):
         # custom values: API clients name runs started after this page was built; handlers check every name
         c["run"] = gr.Dropdown([r["name"] for r in mgr.list_runs()], value=None, label="show run",
-                               allow_custom_value=True, elem_id="train-run")
-        c["cancel"] = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
-        c["resume"] = gr.Button("Resume", elem_id="train-resume")
+                               allow_custom_value=True, elem_id="train-run", scale=3)
+        # disabled until the refresh sees a run they apply to (the first tick comes within STATUS_SECONDS)
+        c["cancel"] = gr.Button("Cancel", variant="secondary", interactive=False, elem_id="train-cancel", scale=1)
+        c["resume"] = gr.Button("Resume", variant="secondary", interactive=False, elem_id="train-resume", scale=1)
+    c["action_message"] = gr.Markdown(elem_id="run-message")
     c["progress"] = gr.HTML(run_view.progress_html(None), elem_id="train-progress")
+    c["failure"] = gr.HTML(visible=False, elem_id="train-failure")
     with gr.Row():
-        c["loss_plot"] = gr.LinePlot(x="step", y="loss", color="series", title="loss", elem_id="plot-loss")
-        c["metric_plot"] = gr.LinePlot(x="step", y="value", color="metric", title="validation metrics",
-                                       elem_id="plot-metrics", y_lim=[0, 1])
+        c["loss_plot"] = gr.Plot(show_label=False, elem_id="plot-loss", format="png")
+        c["metric_plot"] = gr.Plot(show_label=False, elem_id="plot-metrics", format="png")
     with gr.Row():
-        c["lr_plot"] = gr.LinePlot(x="step", y="learning_rate", title="learning rate", elem_id="plot-lr")
-        c["speed_plot"] = gr.LinePlot(x="step", y="samples_per_second", title="samples/s",
-                                      elem_id="plot-speed")
-    c["log"] = gr.Textbox(label="log (train.log)", lines=8, max_lines=8, autoscroll=True,
-                          elem_id="train-log", interactive=False)
-    with gr.Group(visible=False) as c["results"]:
-        c["metrics"] = gr.Dataframe(label="validation metrics", elem_id="train-metrics")
-        with gr.Row():
-            c["confusion"] = gr.Image(label="confusion matrix", type="filepath", elem_id="train-confusion")
-            c["per_class"] = gr.Dataframe(label="per-class report", elem_id="train-per-class")
-        c["wrong"] = gr.Dataframe(label="misclassified validation examples", wrap=True, max_height=300,
-                                  elem_id="train-wrong")
+        c["lr_plot"] = gr.Plot(show_label=False, elem_id="plot-lr", format="png")
+        c["speed_plot"] = gr.Plot(show_label=False, elem_id="plot-speed", format="png")
+    c["log"] = gr.HTML(run_view.log_html(None), elem_id="train-log", padding=True)
+    with gr.Column(visible=False, elem_id="train-results") as c["results"]:
+        gr.Markdown("#### Results on the validation set")
+        c["warning"] = gr.Markdown(visible=False, elem_id="train-warning")
+        c["metrics"] = gr.Dataframe(label="validation metrics", elem_id="train-metrics", interactive=False,
+                                    column_widths=["55%", "45%"])
+        # the PNG carries its own title; a label badge would cover it
+        c["confusion"] = gr.Image(label="confusion matrix", show_label=False, type="filepath",
+                                  elem_id="train-confusion", interactive=False, buttons=["download", "fullscreen"])
+        c["per_class"] = gr.Dataframe(label="per-class report", elem_id="train-per-class", interactive=False,
+                                      max_height=420)
+        c["wrong"] = gr.Dataframe(label="misclassified validation examples", wrap=True, max_height=360,
+                                  interactive=False, elem_id="train-wrong",
+                                  column_widths=["19%", "19%", "9%", "53%"])
+        c["wrong_images"] = gr.Gallery(label="misclassified validation images", visible=False, columns=3,
+                                       height=560, object_fit="contain", allow_preview=True,
+                                       elem_id="train-wrong-images")
         # shown once wired to a Prediction tab (app.py), hidden on the standalone page
         c["open_predict"] = gr.Button("Open model in the Prediction tab", variant="primary",
                                       elem_id="train-open-predict", visible=False)
         c["hub"] = hub_panel.build(c["run"], mgr.run_dir)  # push the shown finished run to the Hub
+    c["drawn"] = gr.State({})  # per page: the file signatures its charts, log and results were drawn from
     c["timer"] = gr.Timer(REFRESH_SECONDS)
+    c["status_timer"] = gr.Timer(STATUS_SECONDS)
     return c
 
 
+def _stamp(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return ()
+
+
+def _buttons(info: dict | None) -> tuple:
+    """Cancel only for a run that can be stopped, Resume only for one that can go on; bright only when enabled."""
+    state = info["state"] if info else None
+    can_cancel, can_resume = state in ACTIVE, state in RESUMABLE
+    return (gr.update(interactive=can_cancel, variant="stop" if can_cancel else "secondary"),
+            gr.update(interactive=can_resume, variant="primary" if can_resume else "secondary"))
+
+
+def _results(info: dict, run_dir: Path) -> list:
+    """Outputs of the results area: visibility, warning, tables, confusion image, gallery."""
+    res = run_view.results(run_dir) if info["state"] == "done" else None
+    if res is None:
+        return [gr.update(visible=False), gr.update(visible=False), None, None, None,
+                gr.update(value=None), gr.update(value=None, visible=False)]
+    images = res["images"]
+    wrong_label = f"misclassified validation examples ({len(res['misclassified'])} of {res['total']})"
+    line = res["warning"]
+    warning = gr.update(value=message(f"**Not a useful classifier yet.** {line[0].upper()}{line[1:]}.", "warn")
+                        if line else "", visible=bool(line))
+    if images is None:
+        wrong = gr.update(value=res["misclassified"], label=wrong_label, visible=True)
+        gallery = gr.update(value=None, visible=False)
+    else:  # an image run: its mistakes as pictures; the table would only hold names like "mnist #2210"
+        wrong = gr.update(value=None, visible=False)
+        gallery = gr.update(value=run_view.gallery_items(images), visible=True,
+                            label=f"misclassified validation images ({len(images)} shown of "
+                                  f"{len(res['misclassified'])})")
+    return [gr.update(visible=True), warning, res["headline"], run_view.confusion_png(run_dir), res["per_class"],
+            wrong, gallery]
+
+
+def _signature(info: dict | None) -> dict:
+    """What each part of the view was drawn from: the run, its state and the size and time of its files."""
+    if info is None:
+        return {"curves": [None], "log": [None], "results": [None]}
+    run_dir = Path(info["dir"])
+    return {"curves": [info["name"], *_stamp(run_dir / "events.jsonl")],
+            "log": [info["name"], *_stamp(run_dir / "train.log")],
+            "results": [info["name"], info["state"], *_stamp(run_dir / "metrics.json")]}
+
+
+def _status(info: dict | None) -> list:
+    """The quick part of the view: progress line, failure panel, Cancel and Resume (no drawing)."""
+    failure = run_view.failure_html(info)
+    return [run_view.progress_html(info), gr.update(value=failure or "", visible=bool(failure)), *_buttons(info)]
+
+
+def _drawings(info: dict | None, drawn: dict) -> tuple[list, dict]:
+    """The charts, log and results of `info`, skipping parts whose files did not change since this page drew
+    them (`drawn`); returns the outputs and the new signature."""
+    run_dir = Path(info["dir"]) if info else None
+    sig = _signature(info)
+    out = []
+    if sig["curves"] != drawn.get("curves"):
+        cur = run_view.curves(run_dir)
+        out += [cur["loss"], cur["metrics"], cur["lr"], cur["speed"]]
+    else:
+        out += [gr.skip()] * 4
+    out.append(run_view.log_html(run_dir) if sig["log"] != drawn.get("log") else gr.skip())
+    if sig["results"] != drawn.get("results"):
+        out += _results(info or {"state": None}, run_dir)
+    else:
+        out += [gr.skip()] * 7
+    return out, sig
+
+
+def _pick(runs: list[dict], selected: str | None) -> tuple[str | None, dict | None]:
+    """The run to show: the selected one, else the active one, else the newest; and its info."""
+    names = [r["name"] for r in runs]
+    if selected not in names:
+        active = next((r["name"] for r in runs if r["state"] in ("starting", "running")), None)
+        selected = active or (names[0] if names else None)
+    return selected, next((r for r in runs if r["name"] == selected), None)
+
+
 def wire(c: dict, mgr: JobManager) -> None:
-    """Refresh, run selection, Cancel and Resume."""
-    view_outputs = [c["runs"], c["run"], c["progress"], c["loss_plot"], c["metric_plot"], c["lr_plot"],
-                    c["speed_plot"], c["log"], c["results"], c["metrics"], c["confusion"], c["per_class"], c["wrong"]]
+    """Refresh, run selection, Cancel and Resume.
+
+    Two timers drive two events: the quick status (runs, progress, buttons) every STATUS_SECONDS and the drawings
+    (charts, log, results) every REFRESH_SECONDS. Apart, the progress line never waits for a chart being drawn
+    while training takes the CPU."""
+    status_outputs = [c["runs"], c["run"], c["progress"], c["failure"], c["cancel"], c["resume"]]
+    drawing_outputs = [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"],
+                       c["warning"], c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"],
+                       c["drawn"]]
 
     def refresh(selected):
         """Re-read every run from disk (this is also how a reloaded page reattaches)."""
         mgr.poll()
         runs = mgr.list_runs()
-        names = [r["name"] for r in runs]
-        if selected not in names:
-            active = next((r["name"] for r in runs if r["state"] in ("starting", "running")), None)
-            selected = active or (names[0] if names else None)
-        info = next((r for r in runs if r["name"] == selected), None)
-        table = run_view.runs_table(runs)
-        if info is None:
-            return (table, gr.update(choices=names, value=None), run_view.progress_html(None), *[None] * 4, "",
-                    gr.update(visible=False), None, None, None, None)
-        run_dir = Path(info["dir"])
-        cur = run_view.curves(run_dir)
-        res = run_view.results(run_dir) if info["state"] == "done" else None
-        tail = [gr.update(visible=False), None, None, None, None] if res is None else [
-            gr.update(visible=True), res["headline"], run_view.confusion_png(run_dir), res["per_class"],
-            res["misclassified"]]
-        return (table, gr.update(choices=names, value=selected), run_view.progress_html(info), cur["loss"],
-                cur["metrics"], cur["lr"], cur["speed"], run_view.log_tail(run_dir), *tail)
+        selected, info = _pick(runs, selected)
+        return (run_view.runs_table(runs), gr.update(choices=[r["name"] for r in runs], value=selected),
+                *_status(info))
 
-    c["timer"].tick(refresh, c["run"], view_outputs, api_name="train_refresh", show_progress="hidden")
-    c["run"].input(refresh, c["run"], view_outputs, api_name="train_select_run", show_progress="hidden")
+    def refresh_drawings(selected, drawn):
+        """Redraw what changed of the shown run (the same choice of run as `refresh`)."""
+        try:
+            info = mgr.info(selected) if selected else None  # one run's files, not every run's
+        except JobError:
+            info = None
+        if info is None:
+            _, info = _pick(mgr.list_runs(), selected)
+        view, sig = _drawings(info, drawn or {})
+        return (*view, sig)
+
+    c["status_timer"].tick(refresh, c["run"], status_outputs, api_name="train_refresh", show_progress="hidden")
+    c["timer"].tick(refresh_drawings, [c["run"], c["drawn"]], drawing_outputs, api_name="train_refresh_drawings",
+                    show_progress="hidden")
+
+    def select_run(selected, drawn):
+        """A run chosen by the user: its whole view at once, and the previous action's message cleared."""
+        return (*refresh(selected), *refresh_drawings(selected, drawn), "")
+
+    outputs = [*status_outputs, *drawing_outputs, c["action_message"]]
+    c["run"].input(select_run, [c["run"], c["drawn"]], outputs, api_name="train_select_run", show_progress="hidden")
 
     def select_row(evt: gr.SelectData):
         row = evt.row_value if evt is not None else None
         return gr.update(value=row[0]) if row else gr.update()
 
-    c["runs"].select(select_row, None, c["run"], api_name="train_pick_run")
+    # a row click sets the picker, then shows that run at once instead of at the next tick
+    c["runs"].select(select_row, None, c["run"], api_name="train_pick_run").then(
+        select_run, [c["run"], c["drawn"]], outputs, api_name="train_show_picked_run", show_progress="hidden")
+    _wire_actions(c, mgr)
 
-    def act(what):
-        def handler(selected):
-            if not selected:
-                raise gr.Error("select a run first")
-            try:
-                info = getattr(mgr, what)(selected)
-            except (JobError, ConfigError) as e:
-                raise gr.Error(str(e)) from None
-            return run_view.progress_html(info)
-        return handler
 
-    c["cancel"].click(act("cancel"), c["run"], c["progress"], api_name="train_cancel")
-    c["resume"].click(act("resume"), c["run"], c["progress"], api_name="train_resume")
+def _wire_actions(c: dict, mgr: JobManager) -> None:
+    """Cancel and Resume: the outcome in the run view's message line, errors too (API clients get the error)."""
+    def act(what: str, selected: str | None) -> tuple:
+        if not selected:
+            raise gr.Error("select a run first", print_exception=False)
+        try:
+            info = getattr(mgr, what)(selected)
+        except (JobError, ConfigError) as e:
+            raise gr.Error("; ".join(e.problems) if isinstance(e, ConfigError) else str(e),
+                           print_exception=False) from None
+        if what == "cancel":
+            done = f"Run `{selected}` cancelled; its checkpoints are kept for Resume."
+        elif info["state"] == "queued":
+            done = f"Run `{selected}` queued to resume (position {info.get('queue_position')})."
+        else:
+            done = f"Run `{selected}` resumed from its latest checkpoint."
+        return (run_view.progress_html(info), message(done), *_buttons(info))
+
+    @ui_errors(toast=False)
+    def run_cancel(selected):
+        return act("cancel", selected)
+
+    @ui_errors(toast=False)
+    def run_resume(selected):
+        return act("resume", selected)
+
+    outputs = [c["progress"], c["action_message"], c["cancel"], c["resume"]]
+    others = [c["progress"], c["cancel"], c["resume"]]
+    for button, handler, name in ((c["cancel"], run_cancel, "train_cancel"), (c["resume"], run_resume,
+                                                                                "train_resume")):
+        event = button.click(handler, c["run"], outputs, api_name=name, show_progress="hidden")
+        # the failure listener writes the line into the panel and "updates" the other outputs with a skip: an
+        # output a failed event leaves unwritten keeps Gradio's red "Error" badge over it (the progress line)
+        show_errors(event, handler, c["action_message"], reset=lambda: (gr.skip(),) * len(others), outputs=others)
 
 
 def wire_open_in_predict(c: dict, mgr: JobManager, tabs, predict_model, predict_tab_id="prediction",

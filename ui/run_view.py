@@ -1,7 +1,8 @@
-"""Read-only views of a run directory for the Fine-tuning tab: progress, curves, log tail, final results.
+"""Read-only views of a run directory for the Fine-tuning tab: progress, failure panel, curves, log, final results.
 
-Everything is derived from files (status.json, events.jsonl, train.log, metrics.json, eval_predictions.jsonl),
-so any page, reloaded or opened in another tab, shows the same run.
+Everything is derived from files (status.json, events.jsonl, train.log, metrics.json, eval_predictions.jsonl,
+samples/index.jsonl), so any page, reloaded or opened in another tab, shows the same run. No torch here; matplotlib
+is imported only when a chart is drawn.
 """
 
 from __future__ import annotations
@@ -13,40 +14,79 @@ from pathlib import Path
 import pandas as pd
 
 from engine.events import RunDir, read_json
+from ui.common import hide_server_paths
 
 STATE_COLORS = {"queued": "#6b7280", "starting": "#2563eb", "running": "#2563eb", "done": "#16a34a",
                 "failed": "#dc2626", "cancelled": "#d97706"}
+# what a busy run is doing when its step count says nothing new (the ETA only measures training steps)
+PHASES = {"evaluating": "evaluating on the validation set", "checkpointing": "saving a checkpoint",
+          "saving": "saving the model", "pushing": "pushing to the Hub"}
+# the bar of a phase without a measurable end: stripes moving left to right
+_INDETERMINATE_CSS = ("<style>@keyframes hubtune-busy{from{background-position:0 0}to{background-position:40px 0}}"
+                      "</style>")
 
 
 def progress_html(info: dict | None) -> str:
-    """A progress bar with step, ETA and state; failed runs show their error line."""
+    """One line with state, run, step and ETA or what the run is doing now, above a progress bar."""
     if not info:
         return "<div id='run-progress'>No run selected.</div>"
     state, step, total = info["state"], info.get("step") or 0, info.get("total_steps")
     color = STATE_COLORS.get(state, "#6b7280")
-    frac = 1.0 if state == "done" else (step / total if total else 0.0)
     parts = [f"<b id='run-state' data-state='{state}' style='color:{color}'>{state}</b>",
              f"run <code>{html.escape(info['name'])}</code>"]
     if total:
         parts.append(f"step {step}/{total}")
-    if state == "running" and info.get("eta_seconds") is not None:
-        parts.append(f"ETA {_fmt_seconds(info['eta_seconds'])}")
+    busy = _busy(info)
+    if busy:
+        parts.append(f"<span id='run-phase' data-phase='{busy[0]}'>{busy[1]}…</span>")
+    elif state == "running" and info.get("eta_seconds") is not None:
+        eta = info["eta_seconds"]
+        parts.append(f"ETA {_fmt_seconds(eta)}" if eta >= 1 else "ETA under a second")
     if state == "queued" and info.get("queue_position"):
         parts.append(f"position {info['queue_position']} in the queue")
+    if state == "done" and info.get("hub_push") in ("pushed", "failed"):
+        parts.append(f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>"
+                     if info["hub_push"] == "pushed" else
+                     f"<span id='run-push' style='color:#dc2626'>Hub push failed: "
+                     f"{html.escape(_hidden(info.get('hub_error') or ''))}</span>")
+    frac = 1.0 if state == "done" else (step / total if total else 0.0)
+    return f"<div id='run-progress'>{' · '.join(parts)}{_bar(frac, color, bool(busy))}</div>"
+
+
+def _busy(info: dict) -> tuple[str, str] | None:
+    """(phase, words) while the run works on something the step count and ETA do not measure, else None."""
+    state, phase = info["state"], info.get("phase")
     if state == "starting":
-        parts.append("loading model and data")
-    if state == "done" and info.get("hub_push"):
-        push = info["hub_push"]
-        parts.append({"pushing": "<span id='run-push'>pushing to the Hub…</span>",
-                      "pushed": f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>",
-                      }.get(push, f"<span id='run-push' style='color:#dc2626'>Hub push failed: "
-                                  f"{html.escape(info.get('hub_error') or '')}</span>"))
-    bar = (f"<div style='background:#e5e7eb;border-radius:4px;height:14px;margin:6px 0'>"
-           f"<div style='width:{frac:.1%};background:{color};height:14px;border-radius:4px'></div></div>")
-    error = ""
-    if info.get("error") and state == "failed":
-        error = f"<div id='run-error' style='color:#dc2626'>error: {html.escape(info['error'])}</div>"
-    return f"<div id='run-progress'>{' · '.join(parts)}{bar}{error}</div>"
+        return "starting", "loading model and data"
+    if state == "done":
+        return ("pushing", PHASES["pushing"]) if info.get("hub_push") == "pushing" else None
+    if state != "running":
+        return None
+    if phase in PHASES:
+        return phase, PHASES[phase]
+    total = info.get("total_steps")
+    if total and (info.get("step") or 0) >= total:  # the last step is done; evaluation and saving follow
+        return "finishing", "finishing up"
+    return None
+
+
+def _bar(frac: float, color: str, busy: bool) -> str:
+    """The bar filled to `frac`; while `busy`, its fill (all of it when nothing is measured yet) moves."""
+    if busy:
+        fill = (f"width:{frac if frac > 0 else 1:.1%};background:repeating-linear-gradient(-45deg,{color} 0 10px,"
+                f"rgba(255,255,255,.45) 10px 20px),linear-gradient({color},{color});"
+                "background-size:40px 100%,100% 100%;animation:hubtune-busy 1s linear infinite")
+        return (f"{_INDETERMINATE_CSS}<div class='run-bar' data-busy='true' style='background:#e5e7eb;"
+                f"border-radius:4px;height:14px;margin:6px 0'><div style='{fill};height:14px;border-radius:4px'>"
+                "</div></div>")
+    return (f"<div class='run-bar' style='background:#e5e7eb;border-radius:4px;height:14px;margin:6px 0'>"
+            f"<div style='width:{frac:.1%};background:{color};height:14px;border-radius:4px'></div></div>")
+
+
+def _hidden(text: str) -> str:
+    from ui.common import hide_server_paths
+
+    return hide_server_paths(text)
 
 
 def _fmt_seconds(s: float) -> str:
@@ -54,29 +94,59 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def curves(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """DataFrames for the loss, evaluation-metric, learning-rate and throughput plots."""
+def failure_html(info: dict | None) -> str | None:
+    """The panel of a failed run (its error line, where to look, how to go on); a note for a cancelled one."""
+    if not info or info["state"] not in ("failed", "cancelled"):
+        return None
+    ckpt = RunDir(info["dir"]).latest_checkpoint()
+    resume = (f"it continues from the last checkpoint (step {ckpt.name.removeprefix('step-')})" if ckpt else
+              "it starts again from the beginning (no checkpoint was saved)")
+    if info["state"] == "cancelled":
+        return (f"<div id='run-note' style='border:1px solid #fcd34d;background:#fffbeb;color:#78350f;"
+                f"border-radius:6px;padding:10px 12px'><b>Run cancelled</b> at step {info.get('step') or 0}. "
+                f"Press <b>Resume</b> and {resume}.</div>")
+    from ui.common import hide_server_paths  # a visitor sees the file it gave, not where the server keeps it
+
+    line = html.escape(hide_server_paths(info.get("error") or "the training process stopped without an error line"))
+    return (f"<div id='run-error' role='alert' style='border:2px solid #dc2626;background:#fef2f2;color:#7f1d1d;"
+            f"border-radius:6px;padding:10px 12px'><div style='font-weight:700;font-size:1.1em'>⛔ Run failed</div>"
+            f"<div style='margin:6px 0;font-family:var(--font-mono,monospace);white-space:pre-wrap'>{line}</div>"
+            f"<div>The log below shows what the run did before it stopped. Fix the cause, then press <b>Resume</b> "
+            f"and {resume}, or start a new run.</div></div>")
+
+
+def curve_series(run_dir: Path) -> dict[str, list[dict]]:
+    """Per chart, its series {label, x (steps), y, points} from events.jsonl (see engine.plots.curve_figure)."""
     events = RunDir(run_dir).read_events()
     train = [e for e in events if e.get("type") == "train"]
     evals = [e for e in events if e.get("type") == "eval"]
-    loss = pd.DataFrame({"step": [e["step"] for e in train], "loss": [e["loss"] for e in train],
-                         "series": ["train loss"] * len(train)})
-    if evals:
-        loss = pd.concat([loss, pd.DataFrame({"step": [e["step"] for e in evals],
-                                              "loss": [e.get("eval_loss") for e in evals],
-                                              "series": ["eval loss"] * len(evals)})], ignore_index=True)
-    metric_rows = [{"step": e["step"], "value": e[k], "metric": k.removeprefix("eval_")}
-                   for e in evals for k in ("eval_accuracy", "eval_f1") if k in e]
-    return {
-        "loss": loss,
-        "metrics": pd.DataFrame(metric_rows, columns=["step", "value", "metric"]),
-        "lr": pd.DataFrame({"step": [e["step"] for e in train], "learning_rate": [e["learning_rate"] for e in train]}),
-        "speed": pd.DataFrame({"step": [e["step"] for e in train],
-                               "samples_per_second": [e["samples_per_second"] for e in train]}),
-    }
+
+    def series(label, rows, key, points=False):
+        rows = [e for e in rows if isinstance(e.get(key), (int, float))]
+        return {"label": label, "x": [e["step"] for e in rows], "y": [e[key] for e in rows], "points": points}
+
+    return {"loss": [series("train", train, "loss"), series("validation", evals, "eval_loss", True)],
+            "metrics": [series("accuracy", evals, "eval_accuracy", True), series("macro F1", evals, "eval_f1", True)],
+            "lr": [series("learning rate", train, "learning_rate")],
+            "speed": [series("samples/s", train, "samples_per_second")]}
 
 
-def log_tail(run_dir: Path, lines: int = 30) -> str:
+# chart name -> (title, y range, tick style)
+CHARTS = {"loss": ("loss", None, "plain"), "metrics": ("validation accuracy and macro F1", (0, 1), "percent"),
+          "lr": ("learning rate", None, "sci"), "speed": ("training samples/s", None, "plain")}
+
+
+def curves(run_dir: Path | None) -> dict:
+    """matplotlib Figures for the loss, validation-metric, learning-rate and throughput charts (for gr.Plot);
+    with no run directory, the same charts saying "no data yet"."""
+    from engine.plots import curve_figure
+
+    data = curve_series(run_dir) if run_dir is not None else {name: [] for name in CHARTS}
+    return {name: curve_figure(title, data[name], y_range=y_range, y_format=style)
+            for name, (title, y_range, style) in CHARTS.items()}
+
+
+def log_tail(run_dir: Path, lines: int = 200) -> str:
     """The last lines of train.log; tqdm's carriage-return updates are collapsed to their latest state."""
     path = RunDir(run_dir).log
     try:
@@ -89,55 +159,128 @@ def log_tail(run_dir: Path, lines: int = 30) -> str:
     return "\n".join([line for line in out if line.strip()][-lines:])
 
 
-def results(run_dir: Path) -> dict | None:
-    """Final tables of a finished run: headline metrics, per-class report, misclassified validation examples."""
-    metrics = read_json(RunDir(run_dir).metrics)
-    if not metrics:
-        return None
-    val = metrics.get("validation", {})
-    headline = pd.DataFrame([{
-        "accuracy": val.get("accuracy"), "macro F1": val.get("f1"), "precision": val.get("precision"),
-        "recall": val.get("recall"), "loss": val.get("loss"), "best step": metrics.get("best_step"),
-        "steps": metrics.get("steps"), "train samples/s": metrics.get("train_samples_per_second"),
-    }]).round(4)
-    per_class = pd.DataFrame([{"label": k, **{m: v for m, v in row.items() if not isinstance(v, dict)}}
-                              for k, row in (val.get("per_class") or {}).items()]).round(4)
-    wrong = []
-    try:
-        for line in RunDir(run_dir).predictions.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            if row["label"] != row["prediction"]:
-                wrong.append({"text": row["text"][:500], "label": row["label"], "prediction": row["prediction"],
-                              "score": round(row["score"], 3)})
-    except (OSError, json.JSONDecodeError):
-        pass
-    return {"headline": headline, "per_class": per_class,
-            "misclassified": pd.DataFrame(wrong, columns=["text", "label", "prediction", "score"])}
-
-
-def confusion_png(run_dir: Path) -> str | None:
-    """The confusion-matrix image of a finished run, drawn once and cached in the run directory."""
-    from engine.plots import confusion_matrix_png
-
-    cached = Path(run_dir) / "plots" / "confusion_matrix.png"
-    if cached.exists():
-        return str(cached)
-    try:
-        return str(confusion_matrix_png(run_dir, Path(run_dir) / "plots"))
-    except FileNotFoundError:
-        return None
+def log_html(run_dir: Path | None) -> str:
+    """The log tail in a box that shows its end: a reversed flex column starts scrolled to the bottom and stays
+    there when the content is replaced (no script, so it holds on every refresh)."""
+    text = log_tail(run_dir) if run_dir is not None else ""
+    body = html.escape(text) if text else "<span style='color:#6b7280'>(no log yet)</span>"
+    return ("<div style='font-size:var(--block-label-text-size,12px);color:var(--block-label-text-color,#6b7280);"
+            "margin-bottom:4px'>log (train.log) · the latest lines are at the bottom</div>"
+            "<div id='run-log' style='display:flex;flex-direction:column-reverse;height:16em;overflow:auto;"
+            "border:1px solid var(--border-color-primary,#e5e7eb);border-radius:6px;padding:6px 8px;"
+            "background:var(--background-fill-secondary,#f9fafb)'><pre style='margin:0;white-space:pre-wrap;"
+            f"word-break:break-word;font-size:12px;line-height:1.35'>{body}</pre></div>")
 
 
 def runs_table(runs: list[dict]) -> pd.DataFrame:
     """The runs list: one row per run with status, base model, dataset and best metric."""
     rows = []
     for r in runs:
-        best = r.get("best_metric")
+        best, base = r.get("best_metric"), str(r.get("base_model") or "")
         rows.append({"run": r["name"], "status": r["state"] + (f" (#{r['queue_position']})" if r.get("queue_position")
                                                               else ""),
-                     "base model": Path(str(r.get("base_model") or "")).name if "/" in str(r.get("base_model"))
-                     and Path(str(r.get("base_model"))).is_absolute() else r.get("base_model"),
-                     "dataset": r.get("dataset"),
-                     "best metric": f"{r.get('metric')} {best:.4f}" if isinstance(best, (int, float)) else "",
-                     "step": f"{r.get('step') or 0}/{r.get('total_steps') or '?'}"})
-    return pd.DataFrame(rows, columns=["run", "status", "base model", "dataset", "best metric", "step"])
+                     "step": f"{r.get('step') or 0}/{r.get('total_steps') or '?'}",
+                     "best metric": f"{r.get('metric')} {best:.3f}" if isinstance(best, (int, float)) else "",
+                     # the model's own name: the owner part of a Hub id or a local folder's path would crowd the list
+                     "base model": Path(base).name or base,
+                     "dataset": r.get("dataset")})
+    return pd.DataFrame(rows, columns=["run", "status", "step", "best metric", "base model", "dataset"])
+
+
+def results(run_dir: Path) -> dict | None:
+    """Final views of a finished run: headline metrics (metric/value), per-class report, the one-class warning,
+    misclassified validation examples (label, prediction, score, then text) and, for image runs, their pictures."""
+    from engine.metrics import one_class_warning
+
+    metrics = read_json(RunDir(run_dir).metrics)
+    if not metrics:
+        return None
+    val = metrics.get("validation", {})
+
+    def num(v, fmt="{:.4f}"):
+        return fmt.format(v) if isinstance(v, (int, float)) else "–"
+
+    headline = pd.DataFrame([
+        ("accuracy", num(val.get("accuracy"))), ("macro F1", num(val.get("f1"))),
+        ("macro precision", num(val.get("precision"))), ("macro recall", num(val.get("recall"))),
+        ("validation loss", num(val.get("loss"))), ("validation examples", num(val.get("num_samples"), "{:d}")),
+        ("best step", f"{metrics.get('best_step')} of {metrics.get('steps')}"),
+        ("train samples/s", num(metrics.get("train_samples_per_second"), "{:.1f}"))], columns=["metric", "value"])
+    per_class = pd.DataFrame([[k, row.get("precision"), row.get("recall"), row.get("f1-score"), row.get("support")]
+                              for k, row in (val.get("per_class") or {}).items()],
+                             columns=["label", "precision", "recall", "f1", "support"]).round(4)
+    wrong, total = misclassified(run_dir)
+    return {"headline": headline, "per_class": per_class, "misclassified": wrong, "total": total,
+            "warning": one_class_warning(val), "images": misclassified_images(run_dir)}
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
+WRONG_COLUMNS = ["label", "prediction", "score", "text"]  # the short columns first: the text can be long
+
+
+def misclassified(run_dir: Path, limit: int = 500) -> tuple[pd.DataFrame, int]:
+    """(validation examples the model got wrong, most confident first; how many examples were evaluated)."""
+    wrong, total = [], 0
+    try:
+        for line in RunDir(run_dir).predictions.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            total += 1
+            if row["label"] != row["prediction"]:
+                wrong.append([row["label"], row["prediction"], round(row["score"], 3), _clip(row["text"], 240)])
+    except (OSError, json.JSONDecodeError, KeyError):
+        pass
+    wrong.sort(key=lambda r: -r[2])
+    return pd.DataFrame(wrong[:limit], columns=WRONG_COLUMNS), total
+
+
+def misclassified_images(run_dir: Path) -> list[tuple[str, str]] | None:
+    """(PNG path, "true 3 → predicted 5 (0.62)") of an image run's saved mistakes; None for a text run."""
+    samples = Path(run_dir) / "samples"
+    index = samples / "index.jsonl"
+    if not index.is_file():
+        return None
+    items = []
+    for line in index.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        path = (samples / str(row.get("path", ""))).resolve()
+        if row.get("kind") != "misclassified" or not path.is_relative_to(samples.resolve()) or not path.is_file():
+            continue  # an index line pointing outside samples/ is never served
+        items.append((str(path), f"true {row.get('label')} → predicted {row.get('prediction')} "
+                                 f"({float(row.get('score') or 0):.2f})"))
+    return items
+
+
+def gallery_items(items: list[tuple[str, str]], side: int = 192) -> list:
+    """(image, caption) for gr.Gallery: small images (8x8 digits, 28x28 MNIST) enlarged by a whole factor with
+    nearest-neighbour, so the browser shows crisp pixels instead of blurring them while it scales them up."""
+    from PIL import Image
+
+    out = []
+    for path, caption in items:
+        with Image.open(path) as im:
+            factor = max(1, side // max(im.size))
+            out.append((im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST), caption))
+    return out
+
+
+CONFUSION_CACHE = "plots/confusion_matrix-v2.png"  # -v2: drawn by the class-count-aware plot, not older caches
+
+
+def confusion_png(run_dir: Path) -> str | None:
+    """The confusion-matrix image of a finished run, drawn once and cached in the run directory."""
+    from engine.plots import confusion_matrix_png
+
+    cached = Path(run_dir) / CONFUSION_CACHE
+    metrics = RunDir(run_dir).metrics
+    if cached.exists() and metrics.exists() and cached.stat().st_mtime >= metrics.stat().st_mtime:
+        return str(cached)
+    try:
+        return str(confusion_matrix_png(run_dir, cached.parent, cached.name))
+    except FileNotFoundError:
+        return None

@@ -8,14 +8,11 @@ The help text of each field is written once, here, and reused by `--help` and by
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import difflib
-import logging
 import os
 import sys
-import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +20,13 @@ from typing import Literal, Optional
 
 import yaml
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-DATA_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+from engine import hardware
+from engine.cli import CliParser, cli_logging, report  # noqa: F401 - re-exported: every command's parser and report
+from engine.errors import ConfigError
+from engine.data import DATA_EXTENSIONS, settle_transformers
+from engine.hardware import cpu_supports_bf16  # noqa: F401 - re-exported
+from engine.modeling import DEFAULT_MODEL
+
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 
@@ -35,33 +37,6 @@ REFUSED_KEYS = {
     "trust_remote_code": "trust_remote_code: refused; hubtune never runs code shipped with a model (only built-in "
                          "transformers architectures with safetensors weights); remove the key",
 }
-
-
-class ConfigError(ValueError):
-    """One or more problems with a config; `problems` holds one line each, naming the field and the fix."""
-
-    def __init__(self, problems: list[str] | str):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        super().__init__("; ".join(self.problems))
-
-
-class CliParser(argparse.ArgumentParser):
-    """argparse for hubtune's commands: a bad flag raises ConfigError (one line, exit 2 via `report`)."""
-
-    def error(self, message):
-        raise ConfigError(message)
-
-
-def cli_logging(level: int = logging.INFO) -> None:
-    """Log lines of hubtune's commands: `12:00:00 hubtune INFO ...` on stderr."""
-    logging.basicConfig(level=level, format="%(asctime)s hubtune %(levelname)s %(message)s", datefmt="%H:%M:%S")
-
-
-def report(e: ConfigError) -> int:
-    """Print each problem as one `hubtune: error: ...` line on stderr; returns the exit code for bad input (2)."""
-    for problem in e.problems:
-        print(f"hubtune: error: {problem}", file=sys.stderr)
-    return 2
 
 
 def _f(default, help: str, group: str, **extra):
@@ -216,30 +191,6 @@ class TrainConfig:
 # parsing
 
 
-_TRANSFORMERS_LOCK = threading.Lock()
-_transformers_ready = False
-
-
-def settle_transformers() -> None:
-    """Import the transformers names that other libraries reach for, once, under a lock.
-
-    transformers resolves its names lazily on first access. In the web app two handlers may do that at once (a
-    config parsed for the live preview while an upload is read), and `datasets`, which looks up
-    `transformers.PreTrainedTokenizerBase` whenever transformers is loaded, then saw a half-resolved module
-    ("module 'transformers' has no attribute 'PreTrainedTokenizerBase'"). Resolved here first, they are plain
-    attributes for everyone after.
-    """
-    global _transformers_ready
-    if _transformers_ready:
-        return
-    with _TRANSFORMERS_LOCK:
-        if not _transformers_ready:
-            import transformers
-
-            transformers.PreTrainedTokenizerBase, transformers.HfArgumentParser  # noqa: B018 - resolves them
-            _transformers_ready = True
-
-
 def _parser():
     settle_transformers()
     from transformers import HfArgumentParser
@@ -373,7 +324,7 @@ def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
     if cfg.dataset_name and cfg.train_file:
         out.append("dataset_name/train_file: both are set; use one data source")
     if cfg.dataset_name and cfg.dataset_name.startswith("bundled:"):
-        from engine.data import BUNDLED
+        from engine.bundled import BUNDLED
 
         if cfg.dataset_name not in BUNDLED:
             out.append(f"dataset_name: unknown bundled dataset '{cfg.dataset_name}'; choose one of "
@@ -383,7 +334,7 @@ def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
         if not value:
             continue
         ext = Path(value).suffix.lower()
-        if ext == ".zip" or Path(value).expanduser().is_dir():  # an imagefolder (engine/images.py)
+        if ext == ".zip" or Path(value).expanduser().is_dir():  # an imagefolder (engine/tasks/image_classification)
             if check_paths and not Path(value).expanduser().exists():
                 out.append(f"{name}: '{value}' not found; check the path")
             continue
@@ -402,10 +353,10 @@ def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
         out.append(f"metric_for_best_model: unknown metric '{cfg.metric_for_best_model}'; use accuracy, f1, "
                    "precision, recall or loss")
 
-    if cfg.mixed_precision == "fp16" and not _cuda_available():
+    if cfg.mixed_precision == "fp16" and not hardware.cuda_available():
         out.append("mixed_precision: fp16 needs a CUDA GPU and none is visible; use bf16 (supported on recent "
                    "CPUs) or no")
-    if cfg.mixed_precision == "bf16" and not _bf16_available():
+    if cfg.mixed_precision == "bf16" and not hardware.bf16_available():
         out.append("mixed_precision: bf16 is not supported on this hardware; use no")
 
     if cfg.push_to_hub and not cfg.hub_model_id:
@@ -447,31 +398,6 @@ def _valid_repo_id(repo_id: str) -> bool:
     return repo_id.count("/") <= 1 and not repo_id.endswith((".git", "/"))
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AVX512-BF16 or AMX), where autocast is a real speed-up."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _bf16_available() -> bool:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return cpu_supports_bf16()
-
-
 def resolve_mixed_precision(cfg: TrainConfig) -> str:
     """Turn 'auto' into what Accelerate takes: bf16 where supported, else 'no'."""
-    if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
-    return "bf16" if _bf16_available() else "no"
+    return hardware.resolve_mixed_precision(cfg.mixed_precision)

@@ -20,11 +20,9 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -33,9 +31,10 @@ from pathlib import Path
 from engine import processes
 from engine.config import DATA_EXTENSIONS, TrainConfig
 from engine.events import FINAL_STATES, RunDir, atomic_write_json, read_json
+# the launch side (accelerate configs, the exact command), known from here by the web app and the tests
+from engine.launch import (ACCELERATE_DIR, ROOT, _is_python_on_path, _rel, accelerate_configs,  # noqa: F401
+                           command_for, display_command, gpu_count, place, usable_accelerate_configs)
 
-ROOT = Path(__file__).resolve().parent.parent
-ACCELERATE_DIR = ROOT / "accelerate_configs"
 MAX_UPLOAD_MB = float(os.environ.get("HUBTUNE_MAX_UPLOAD_MB", "200"))
 CANCEL_GRACE_SECONDS = 8.0
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -43,83 +42,6 @@ _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 class JobError(ValueError):
     """A request the runner refuses (unknown run, wrong state, bad upload), explained in one line."""
-
-
-# ------------------------------------------------------------------------------------------------------------
-# accelerate configs
-
-
-def gpu_count() -> int:
-    """Visible CUDA GPUs, without importing torch when there is no NVIDIA driver at all (fast UI start-up)."""
-    if shutil.which("nvidia-smi") is None and not Path("/proc/driver/nvidia").exists():
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
-
-
-def accelerate_configs(gpus: int | None = None) -> dict[str, str]:
-    """{file name: why it fits or not} for every shipped config; usable ones have a reason starting with 'ok'."""
-    gpus = gpu_count() if gpus is None else gpus
-    out = {}
-    for path in sorted(ACCELERATE_DIR.glob("*.yaml")):
-        name = path.name
-        if name.startswith("cpu"):
-            out[name] = "ok: CPU" + (" (2 processes, gloo DDP)" if "ddp" in name else " (1 process)")
-        elif name == "multi_node.yaml":
-            out[name] = "template for several machines; copy and edit it, then launch it on each machine"
-        elif name == "single_gpu.yaml":
-            out[name] = "ok: 1 GPU" if gpus >= 1 else f"needs 1 GPU; this machine has {gpus}"
-        else:
-            out[name] = f"ok: {gpus} GPUs" if gpus >= 2 else f"needs 2+ GPUs; this machine has {gpus}"
-    return out
-
-
-def usable_accelerate_configs(gpus: int | None = None) -> list[str]:
-    """Config file names this machine can run, CPU ones first."""
-    return [n for n, why in accelerate_configs(gpus).items() if why.startswith("ok")]
-
-
-def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[str, str]]:
-    """The exact argv and extra environment of a run (paths relative to the repo root when inside it)."""
-    cfg_file = ACCELERATE_DIR / accelerate_config
-    # `accelerate launch` as a module of this interpreter: the `accelerate` script would also import every other
-    # accelerate subcommand (transformers, boto3: ~1.5 s per run) and might be another Python's on PATH
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _rel(cfg_file), "-m", "engine.train",
-            "--config", _rel(run_dir / "config.yaml")]
-    # cpu_ddp uses the MULTI_GPU launcher with use_cpu; accelerate needs this to start 2 CPU processes (DESIGN.md)
-    env = {"ACCELERATE_USE_CPU": "1"} if accelerate_config.startswith("cpu") else {}
-    return argv, env
-
-
-def place(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
-    """Point `cfg` at `run_dir` as the job runner writes it into config.yaml: paths relative to the repo root where
-    they lie inside it (the launch runs there), so the command and config.yaml shown before Start are the real ones."""
-    cfg.output_dir = _rel(run_dir)
-    for key in ("train_file", "validation_file", "test_file"):
-        if getattr(cfg, key) and Path(getattr(cfg, key)).exists():
-            setattr(cfg, key, _rel(Path(getattr(cfg, key))))
-    return cfg
-
-
-def display_command(argv: list[str], env: dict[str, str]) -> str:
-    """The command as a user would type it in a shell at the repo root."""
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    if argv and argv[0] == sys.executable and _is_python_on_path(sys.executable):
-        argv = ["python", *argv[1:]]  # `python` in the user's shell is this very interpreter
-    return (prefix + " " if prefix else "") + shlex.join(argv)
-
-
-def _is_python_on_path(executable: str) -> bool:
-    found = shutil.which("python")
-    return bool(found) and os.path.realpath(found) == os.path.realpath(executable)
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(Path(path).resolve())
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -218,7 +140,7 @@ class JobManager:
         """
         if isinstance(cfg, dict):
             cfg = TrainConfig.from_dict(cfg)
-        from engine.custom_models import refuse_in_web_app
+        from engine.tasks.image_classification.models import refuse_in_web_app
         from engine.modeling import check_before_launch
 
         # a local folder that is no model, holds pickle weights only or needs custom code: refused, no run created

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 
 def classification_metrics(labels, preds, label_names: list[str]) -> dict:

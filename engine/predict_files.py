@@ -14,12 +14,18 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from engine.predict import PredictError, Progress, _noop
+from engine.errors import PredictError
+
+Progress = Callable[[float, str], None]
+
+
+def _noop(fraction: float, desc: str) -> None:
+    pass
+
 
 FILE_TYPES = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
-OUTPUT_COLUMNS = ("predicted_label", "score")
 TEXT_GUESSES = ("text", "sentence", "review", "content", "document", "body")
 PREVIEW_ROWS = 20
 
@@ -203,12 +209,13 @@ def predict_file(predictor, name: str, input_path: str | os.PathLike, output_pat
     try:
         for chunk in itertools.chain([first], chunks):
             texts = [_as_text(v) for v in chunk[column].tolist()]
-            probs = predictor.probabilities(lm, texts, max_length=max_length, precision=precision)
-            best = [None if p is None else int(p.argmax()) for p in probs]
-            chunk = chunk.drop(columns=[c for c in OUTPUT_COLUMNS if c in chunk.columns])
-            chunk["predicted_label"] = [None if b is None else lm.labels[b] for b in best]
-            chunk["score"] = pd.array([None if b is None else round(float(p[b]), 6) for b, p in zip(best, probs)],
-                                      dtype="Float64")
+            scores = predictor.probabilities(lm, texts, max_length=max_length, precision=precision)
+            columns = lm.head.file_columns(scores, lm.labels)  # the head says what a prediction is
+            chunk = chunk.drop(columns=[c for c in columns if c in chunk.columns])
+            for name, values in columns.items():
+                numbers = all(v is None or isinstance(v, float) for v in values)
+                # numbers stay numbers with gaps (rows without text) in every output format
+                chunk[name] = pd.array(values, dtype="Float64") if numbers else values
             writer.write(chunk)
             if rows < PREVIEW_ROWS:
                 preview.append(chunk.head(PREVIEW_ROWS - rows))

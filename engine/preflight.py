@@ -1,25 +1,20 @@
 """Pre-flight report: what a run will see and cost, measured before any compute is committed.
 
-First rows, label counts (with an imbalance warning), token-length percentiles, the padding the chosen
-max_seq_length and batching imply, the number of optimizer steps, and an ETA from a few real training steps
-on real batches of the run's size (the first step is warm-up and not timed). Uses the trainer's own
-load_splits/tokenize_splits and batch sampler, so the numbers describe the real run.
-Image runs (engine/images.py) report image sizes and modes and the model's input instead of token lengths,
-timed through the trainer's own image model, views and collator.
+First rows, label counts (with an imbalance warning), the task's own section (text: token-length percentiles and
+the padding the chosen max_seq_length and batching imply; images: sizes, modes and what the model reads), the
+number of optimizer steps, and the time of the whole run from a few real training steps and one evaluation batch
+on real data (the first step is warm-up and not timed). It runs the trainer's own checks, data loading, model and
+batching through the run's task (engine/tasks/), so the numbers describe the real run.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
-from dataclasses import dataclass
-
-from engine.config import TrainConfig
-
 IMBALANCE_RATIO = 3.0  # largest class / smallest class above this earns a warning
-IMAGE_SAMPLE = 1000  # images whose size and mode are read (decoding every photo of a big set takes too long)
 # a launched run's start before its first step (launcher, imports, model and data): ~12-18 s measured on 2 CPU cores
 STARTUP_SECONDS = 15
 LONG_RUN_SECONDS = 600  # a whole run longer than this earns a warning before Start
@@ -51,99 +46,61 @@ def columns(path: str) -> dict[str, str]:
 
 @dataclass
 class Checked:
-    """What `check_run` loaded: the resolved model (None for models built from scratch) and the data."""
+    """What `check_run` loaded: the run's task and its prepared model source and data."""
 
-    model_path: object
-    splits: object
-    image: bool = False
-    image_parts: tuple | None = None  # images.prepare_run's (model source, processor, splits by name)
+    task: object
+    prepared: object
+
+    @property
+    def splits(self):
+        return self.prepared.splits
 
 
-def check_run(cfg: TrainConfig) -> Checked:
+def check_run(cfg) -> Checked:
     """Every check the web app makes before it starts a run, and the trainer before it writes anything: the model
-    resolves (safetensors, no remote code), fits the data and its max_seq_length, the data loads with usable
-    columns and labels. Check and Start both call this, so they refuse the same things with the same lines."""
-    from engine import custom_models, images, modeling
-    from engine import data as data_mod
+    resolves (safetensors, no remote code) and fits the data, the data loads with usable columns and labels.
+    Check and Start both call this, so they refuse the same things with the same lines. The web app never
+    imports a user's pkg.mod:Class here (a run directory that needs one included)."""
+    from engine import modeling, tasks
+    from engine.tasks.image_classification.models import is_from_scratch, refuse_in_web_app
 
-    scratch = custom_models.is_from_scratch(cfg.model_name_or_path)
-    model_path = None if scratch else modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
-    if images.is_image_run(cfg, model_path):
-        # the web app never imports a user's pkg.mod:Class (a run directory that needs one included)
-        custom_models.refuse_in_web_app(cfg.model_name_or_path)
-        source, processor, splits, parts = images.prepare_run(cfg, model_path)
-        return Checked(model_path, splits, image=True, image_parts=(source, processor, parts))
-    modeling.check_max_length(modeling.load_config(model_path), cfg.max_seq_length)
-    splits = data_mod.load_splits(cfg)
-    images.refuse_images_for_text_model(cfg, splits)
-    return Checked(model_path, splits)
+    refuse_in_web_app(cfg.model_name_or_path)
+    model_path = None if is_from_scratch(cfg.model_name_or_path) else \
+        modeling.resolve_model(cfg.model_name_or_path, cfg.model_revision)
+    task = tasks.for_run(cfg, model_path)
+    return Checked(task, task.prepare(cfg, model_path))
 
 
-def preflight(cfg: TrainConfig, world_size: int = 1, timed_steps: int = 2,
-              progress: Callable[[float, str], None] = _noop, checked: Checked | None = None) -> dict:
+def preflight(cfg, world_size: int = 1, timed_steps: int = 2, progress: Callable[[float, str], None] = _noop,
+              checked: Checked | None = None) -> dict:
     """Inspect the data and time a few real steps; raises ConfigError (DataError/ModelError) on bad input.
     `checked`: what `check_run(cfg)` already loaded (the web app checks first, then measures)."""
-    import numpy as np
-
-    from engine import modeling
-    from engine.checkpoint import LengthGroupedBatchSampler
+    import torch
 
     progress(0.05, "loading model and data")
     checked = checked or check_run(cfg)
-    model_path = checked.model_path
-    if checked.image:
-        return _image_preflight(cfg, checked, world_size, timed_steps, progress)
-    splits = checked.splits
-    names = splits.label_names
-    progress(0.25, "tokenizing")
-    tokenizer = modeling.load_tokenizer(model_path)
-    sample = splits.train.select(range(min(len(splits.train), 5000)))  # percentiles need no more
-    # datasets 5 returns lazy Column objects; tokenizers want plain lists
-    args = tuple(list(sample[c]) for c in ("text", "text_pair") if c in sample.column_names)
-    full = np.array([len(x) for x in tokenizer(*args, truncation=False)["input_ids"]])
-    used = np.minimum(full, cfg.max_seq_length)
-
-    def waste(group: bool) -> float:
-        sampler = LengthGroupedBatchSampler(used.tolist(), cfg.per_device_train_batch_size, cfg.seed, group=group)
-        real = padded = 0
-        for batch in sampler:
-            lengths = used[batch]
-            real, padded = real + lengths.sum(), padded + lengths.max() * len(lengths)
-        return float(1 - real / max(padded, 1))
-
-    counts = _label_counts(splits)
+    task, prepared = checked.task, checked.prepared
+    splits = prepared.splits
+    counts = splits.head.counts(splits.train["label"], splits.label_names)
     steps_per_epoch, total_steps = _steps(cfg, len(splits.train), world_size)
-    report = {
-        "first_rows": [{"text": r["text"][:300], "label": names[r["label"]]}
-                       for r in splits.train.select(range(min(5, len(splits.train))))],
-        "label_counts": counts, "num_train": len(splits.train), "num_validation": len(splits.validation),
-        "token_percentiles": {f"p{q}": int(np.percentile(full, q)) for q in (50, 90, 95, 99)} | {"max": int(full.max())},
-        "truncated_fraction": float((full > cfg.max_seq_length).mean()),
-        "padding_waste": waste(cfg.group_by_length), "padding_waste_ungrouped": waste(False),
-        "max_seq_length": cfg.max_seq_length, "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-        "world_size": world_size, "warnings": [],
-    }
-    report["warnings"] += _imbalance(counts)
-    if report["truncated_fraction"] > 0.1:
-        report["warnings"].append(f"{report['truncated_fraction']:.0%} of texts are longer than max_seq_length "
-                                  f"{cfg.max_seq_length} and will be truncated (p95 is "
-                                  f"{report['token_percentiles']['p95']} tokens)")
+    report = {"task": task.tag, "label_counts": counts, "num_train": len(splits.train),
+              "num_validation": len(splits.validation), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+              "world_size": world_size, "warnings": _imbalance(counts)}
+    progress(0.25, "reading the data")
+    section = task.preflight(cfg, prepared)
+    report["warnings"] += section.pop("task_warnings")
     progress(0.45, "timing a few real training steps")
-    step, eval_batch = _time_steps(cfg, model_path, tokenizer, splits, used, timed_steps, progress)
-    _estimate(cfg, report, step, eval_batch)
+    torch.manual_seed(cfg.seed)
+    model, next_batch, eval_batch = task.timing(cfg, prepared, section)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    report.update(section)
+    _estimate(cfg, report, *_measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch))
     progress(1.0, "done")
     return report
 
 
-def _label_counts(splits) -> dict[str, int]:
-    names = splits.label_names
-    counts = {n: 0 for n in names}
-    for i in list(splits.train["label"]):
-        counts[names[i]] += 1
-    return counts
-
-
-def _steps(cfg: TrainConfig, num_train: int, world_size: int) -> tuple[int, int]:
+def _steps(cfg, num_train: int, world_size: int) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) as the training loop counts them."""
     batches = math.ceil(num_train / cfg.per_device_train_batch_size)
     steps_per_epoch = max(1, math.ceil(math.ceil(batches / world_size) / cfg.gradient_accumulation_steps))
@@ -157,44 +114,6 @@ def _imbalance(counts: dict[str, int]) -> list[str]:
         return [f"labels are imbalanced: largest class {largest} vs smallest {smallest} examples; watch macro F1, "
                 "not just accuracy"]
     return []
-
-
-def _time_steps(cfg, model_path, tokenizer, splits, lengths, timed_steps, progress) -> tuple[float, float]:
-    """(seconds per optimizer step of real forward/backward/AdamW on real batches, seconds per evaluation batch),
-    measured in 1 process on this machine."""
-    import torch
-    from transformers import DataCollatorWithPadding
-
-    from engine import modeling
-    from engine.checkpoint import LengthGroupedBatchSampler
-
-    torch.manual_seed(cfg.seed)
-    model = modeling.load_for_training(model_path, splits.label_names, cfg.attention_dropout)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    collate = DataCollatorWithPadding(tokenizer)
-    sampler = iter(LengthGroupedBatchSampler(lengths.tolist(), cfg.per_device_train_batch_size, cfg.seed,
-                                             group=cfg.group_by_length))
-
-    def encode(rows):
-        enc = tokenizer(*(list(rows[c]) for c in ("text", "text_pair") if c in rows.column_names),
-                        truncation=True, max_length=cfg.max_seq_length)
-        batch = collate([{k: enc[k][j] for k in enc} for j in range(len(rows))])
-        batch["labels"] = torch.tensor(list(rows["label"]))
-        return batch
-
-    def next_batch(i):
-        nonlocal sampler
-        idx = next(sampler, None)
-        if idx is None:
-            sampler = iter(LengthGroupedBatchSampler(lengths.tolist(), cfg.per_device_train_batch_size,
-                                                     cfg.seed + i, group=cfg.group_by_length))
-            idx = next(sampler)
-        return encode(splits.train.select(idx))
-
-    val = splits.validation
-    eval_batch = encode(val.shuffle(seed=cfg.seed).select(range(min(len(val), cfg.per_device_eval_batch_size))))
-    return _measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch)
 
 
 def _measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch) -> tuple[float, float]:
@@ -233,7 +152,7 @@ def _measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch) -> 
     return float(sum(times) / len(times)), eval_times[-1]
 
 
-def _estimate(cfg: TrainConfig, report: dict, step_seconds: float, eval_batch_seconds: float) -> None:
+def _estimate(cfg, report: dict, step_seconds: float, eval_batch_seconds: float) -> None:
     """The time of the whole run as a user waits for it: start-up, the training steps, every evaluation pass
     (the loop's and the final one on the best model), with a warning when it is long for a first try."""
     steps, per_epoch, world = report["total_steps"], report["steps_per_epoch"], report["world_size"]
@@ -250,90 +169,11 @@ def _estimate(cfg: TrainConfig, report: dict, step_seconds: float, eval_batch_se
             f"set max_steps to {quick} (about {_duration(QUICK_TRY_SECONDS)}) or lower num_train_epochs")
 
 
-def _image_preflight(cfg: TrainConfig, checked: Checked, world_size: int, timed_steps: int, progress) -> dict:
-    """The report of an image run: label counts, image sizes and modes, the model's input, steps, measured ETA."""
-    from collections import Counter
-
-    import numpy as np
-    import torch
-
-    from engine.image_inputs import processor_channels, processor_size, training_parts
-
-    (source, processor, parts), splits = checked.image_parts, checked.splits
-    names = splits.label_names
-    counts = _label_counts(splits)
-    steps_per_epoch, total_steps = _steps(cfg, len(splits.train), world_size)
-    progress(0.25, "reading image sizes")
-    sample = splits.train.select(range(min(len(splits.train), IMAGE_SAMPLE)))
-    sizes, modes = Counter(), Counter()
-    for im in sample["image"]:
-        sizes[f"{im.size[0]}×{im.size[1]}"] += 1
-        modes[im.mode] += 1
-    side, channels = processor_size(processor), processor_channels(processor)
-    report = {
-        "task": "image-classification",
-        "first_rows": [{"image": f"{r['image'].size[0]}×{r['image'].size[1]} {r['image'].mode}", "example": r["text"],
-                        "label": names[r["label"]]} for r in splits.train.select(range(min(5, len(splits.train))))],
-        "label_counts": counts, "num_train": len(splits.train), "num_validation": len(splits.validation),
-        "image_sizes": dict(sizes.most_common()), "image_modes": dict(modes.most_common()),
-        "sampled": len(sample), "model_input": [channels, side, side],
-        "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "world_size": world_size,
-        "warnings": _imbalance(counts),
-    }
-    if len(sizes) > 1 or next(iter(sizes)) != f"{side}×{side}":
-        report["warnings"].append(f"images come in {len(sizes)} size{'s' if len(sizes) > 1 else ''} "
-                                  f"({', '.join(list(sizes)[:3])}{' …' if len(sizes) > 3 else ''}); every image is "
-                                  f"resized to the model's {side}×{side}")
-    rgb = sum(n for m, n in modes.items() if m not in ("1", "L", "LA", "I", "I;16", "F"))
-    if channels == 1 and rgb:
-        report["warnings"].append(f"{rgb} of {len(sample)} sampled images are in colour; the model reads 1 channel, "
-                                  "so they are converted to grayscale")
-    progress(0.45, "timing a few real training steps")
-    torch.manual_seed(cfg.seed)
-    model, collate, views = training_parts(cfg, source, splits, parts, processor)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-    order = np.random.default_rng(cfg.seed).permutation(len(views["train"])).tolist()
-    size = cfg.per_device_train_batch_size
-
-    def next_batch(i):
-        start = (i * size) % max(1, len(order) - size + 1)
-        return collate([views["train"][k] for k in order[start:start + size]])
-
-    val = views["validation"]
-    eval_batch = collate([val[k] for k in range(min(len(val), cfg.per_device_eval_batch_size))])
-    _estimate(cfg, report, *_measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch))
-    progress(1.0, "done")
-    return report
-
-
 def report_markdown(r: dict) -> str:
-    """The report as Markdown for the UI."""
-    if r.get("task") == "image-classification":
-        return _image_markdown(r)
-    p = r["token_percentiles"]
-    lines = [
-        f"**{r['num_train']}** training and **{r['num_validation']}** validation examples, "
-        f"**{len(r['label_counts'])}** labels.",
-        f"**Token lengths**: p50 {p['p50']}, p90 {p['p90']}, p95 {p['p95']}, p99 {p['p99']}, max {p['max']} — "
-        f"{r['truncated_fraction']:.0%} truncated at max_seq_length {r['max_seq_length']}.",
-        f"**Padding**: {r['padding_waste']:.0%} of batch tokens would be padding with this batching "
-        f"({r['padding_waste_ungrouped']:.0%} with plain random batches).",
-    ]
-    return _with_steps_and_eta(lines, r, ".2f")
-
-
-def _image_markdown(r: dict) -> str:
-    c, h, w = r["model_input"]
-    sizes = ", ".join(f"{k} ({n})" for k, n in list(r["image_sizes"].items())[:4])
-    modes = ", ".join(f"{k} ({n})" for k, n in r["image_modes"].items())
-    lines = [
-        f"**{r['num_train']}** training and **{r['num_validation']}** validation images, "
-        f"**{len(r['label_counts'])}** labels.",
-        f"**Image sizes** (of {r['sampled']} sampled): {sizes}{' …' if len(r['image_sizes']) > 4 else ''} — "
-        f"**modes**: {modes}. The model reads {c}×{h}×{w} ({'grayscale' if c == 1 else 'RGB'}).",
-    ]
-    return _with_steps_and_eta(lines, r, ".3f")
+    """The report as Markdown for the UI: the counts, the task's own lines, steps, the whole run's time, warnings."""
+    lines = [f"**{r['num_train']}** training and **{r['num_validation']}** validation {r['noun']}, "
+             f"**{len(r['label_counts'])}** labels.", *r["lines"]]
+    return _with_steps_and_eta(lines, r, r["step_format"])
 
 
 def _with_steps_and_eta(lines: list[str], r: dict, step_format: str) -> str:

@@ -72,10 +72,24 @@ def error_line(log: Path) -> str | None:
     root = root_cause(lines)
     if root:
         return root
-    for line in reversed(lines):
-        if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line) and not line.strip().startswith(LAUNCHER_ERRORS):
-            return line.strip()[:500]
-    return None
+    exceptions = [line.strip() for line in lines if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    own = [line for line in exceptions if not line.startswith(LAUNCHER_ERRORS)]
+    if own:
+        return own[-1][:500]
+    return _launcher_line(exceptions[-1]) if exceptions else None
+
+
+def _launcher_line(line: str) -> str:
+    """What the launcher's own error says about the training process, in words (its command line left out)."""
+    killed = re.search(r"died with <Signals\.(SIG\w+): (\d+)>", line)
+    if killed:
+        return (f"the training process was killed by {killed.group(1)} (signal {killed.group(2)}) before it wrote a "
+                "final status; resume it from its last checkpoint (details in train.log)")
+    code = re.search(r"non-zero exit status (-?\d+)", line)
+    if code:
+        return f"the training process exited with code {code.group(1)} before it wrote a final status (details in " \
+               "train.log)"
+    return line[:500]
 
 
 def root_cause(lines: list[str]) -> str | None:

@@ -15,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from engine.config import CliParser, ConfigError, report
+from engine.cli import CliParser, report
+from engine.errors import ConfigError
 from engine.events import RunDir, read_json
 
 MARKERS = ("config.yaml", "status.json", "job.json")

@@ -13,7 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config import CliParser, ConfigError, cli_logging, report
+from engine.cli import CliParser, cli_logging, report
+from engine.errors import ConfigError
 from engine.hub import HubError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from engine.config import TrainConfig
-from engine.data import BUNDLED, DataError, load_splits, tokenize_splits
+from engine.data import BUNDLED, DataError
+from engine.tasks import load_splits
+from engine.tasks.text_classification.data import tokenize_splits
 
 
 @pytest.fixture(scope="module")

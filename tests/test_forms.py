@@ -75,7 +75,7 @@ def test_importing_the_ui_does_not_import_torch():
 
 def test_from_scratch_models_get_their_own_learning_rate_unless_the_user_typed_one():
     from engine.config import TrainConfig
-    from ui.train_images import FINETUNE_LR, SCRATCH_LR, learning_rate_for
+    from ui.base_models import FINETUNE_LR, SCRATCH_LR, learning_rate_for
 
     assert TrainConfig().learning_rate == FINETUNE_LR  # the form starts at the fine-tuning default
     assert learning_rate_for("mlp", FINETUNE_LR)["value"] == SCRATCH_LR

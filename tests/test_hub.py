@@ -23,7 +23,7 @@ def _texts(run, n=24):
 def _logits(model_dir, texts):
     import torch
 
-    from engine.modeling import load_for_inference
+    from engine.tasks.text_classification.models import load_for_inference
 
     model, tok = load_for_inference(model_dir)
     with torch.inference_mode():

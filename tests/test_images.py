@@ -25,9 +25,9 @@ def _train(out, *args):
 @pytest.fixture(scope="module")
 def mnist_test():
     """The fixed test split of bundled:mnist (real digits the models never train on)."""
-    from engine.images import BUNDLED_IMAGES
+    from engine.bundled import BUNDLED
 
-    return BUNDLED_IMAGES["bundled:mnist"]()["test"]
+    return BUNDLED["bundled:mnist"][0]()["test"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_predictor_reads_real_test_digits_in_any_form(mnist_run, mnist_test, tmp
 
 def test_drawings_become_mnist_style_inputs(mnist_run, mnist_test):
     """A dark digit on white (or transparent) paper at sketchpad size is inverted, cropped and centred."""
-    from engine.image_inputs import to_model_input
+    from engine.tasks.image_classification.inputs import to_model_input
 
     predictor = Predictor()
     hits = 0
@@ -141,16 +141,16 @@ def test_custom_module_with_autograd_function_trains_and_predicts(tmp_path, monk
     assert config["hubtune_module"] == "examples.custom_module:Net" and config["image_size"] == 8
     assert config["architectures"] == ["HubtuneModuleForImageClassification"]
     # served by the CLI (user code allowed there) ...
-    from engine.images import BUNDLED_IMAGES
+    from engine.bundled import BUNDLED
     from engine.predict import main as predict_main
 
-    test = BUNDLED_IMAGES["bundled:digits"]()["test"]
+    test = BUNDLED["bundled:digits"][0]()["test"]
     test[0]["image"].save(tmp_path / "d.png")
     capsys.readouterr()
     assert predict_main(["--model", str(out), "--image", str(tmp_path / "d.png"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] == str(test[0]["label"])
     # ... and refused where user code is not allowed (the web app), also when another caller cached it
-    from engine.custom_models import UserCodeError
+    from engine.tasks.image_classification.models import UserCodeError
 
     with pytest.raises(UserCodeError, match="allowed only from the command line"):
         Predictor().predict_image(str(out), test[0]["image"])
@@ -174,7 +174,7 @@ def _digit_pngs(root: Path, classes=("0", "1", "7"), per_class=25, rgb_every=2) 
 
 
 def test_imagefolder_zip_with_junk_trains_and_mixed_modes_become_rgb(tmp_path):
-    from engine.images import read_imagefolder
+    from engine.tasks.image_classification.data import read_imagefolder
 
     _digit_pngs(tmp_path / "digits")
     (tmp_path / "digits" / "7" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
@@ -253,7 +253,7 @@ def test_bad_models_for_images(case, args, message, tmp_path, monkeypatch, capsy
 
 def test_bad_imagefolders_are_refused(tmp_path, capsys):
     from engine.data import DataError
-    from engine.images import read_imagefolder
+    from engine.tasks.image_classification.data import read_imagefolder
 
     escaping = _zip(tmp_path / "evil.zip", {"0/a.png": _png(), "../../outside.png": _png(), "1/b.png": _png()})
     with pytest.raises(DataError, match=r"unsafe entry '\.\./\.\./outside\.png'"):
@@ -275,7 +275,7 @@ def test_bad_imagefolders_are_refused(tmp_path, capsys):
 
 def test_web_job_runner_refuses_user_code(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    from engine.custom_models import UserCodeError
+    from engine.tasks.image_classification.models import UserCodeError
     from engine.jobs import JobManager
 
     mgr = JobManager(tmp_path / "runs")

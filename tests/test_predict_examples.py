@@ -71,8 +71,8 @@ def test_image_examples_skip_missing_files_and_paths_outside_samples(tiny_run, t
     found = examples.image_examples(run)
     assert [e["label"] for e in found] == ["7", "2"]  # no label order in metrics.json: the file's order
     assert found[0]["path"] == str((run / "samples" / "examples" / "000.png").resolve())
-    shown = examples.for_model(str(run), "image-classification")
+    shown = examples.for_model(str(run), "image")
     assert shown.images == found and not shown.hint
     shutil.rmtree(run / "samples")  # a run from before samples/ were saved
-    shown = examples.for_model(str(run), "image-classification")
+    shown = examples.for_model(str(run), "image")
     assert not shown.images and "No example images" in shown.hint

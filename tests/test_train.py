@@ -131,7 +131,8 @@ def test_classification_metrics_match_scikit_learn():
 
 
 def test_attention_dropout_is_set_on_the_layers_and_the_saved_config_keeps_the_base_value():
-    from engine.modeling import load_for_training, offline_default_path
+    from engine.modeling import offline_default_path
+    from engine.tasks.text_classification.models import load_for_training
 
     base = offline_default_path()
     for value in (0.0, 0.3):

@@ -1,7 +1,7 @@
 """Examples for the Prediction tab, taken from the chosen run's own validation data.
 
 A finished text run holds `eval_predictions.jsonl` (one validation text a line with its label, prediction and
-score); a finished image run holds `samples/index.jsonl` and the PNGs it names (engine.images.save_samples).
+score); a finished image run holds `samples/index.jsonl` and the PNGs it names (engine/tasks/image_classification/data.py save_samples).
 The examples are correctly classified validation items, one per label first, so a new user clicking one sees
 the model at work on data it was judged on. Hub ids and plain model folders have no validation data: no examples.
 Only JSON and PNG files are read here (no torch).
@@ -141,10 +141,10 @@ def image_examples(run: Path, limit: int = IMAGE_LIMIT) -> list[dict]:
     return sorted(found, key=lambda e: order.get(e["label"], len(order)))[:limit]
 
 
-def for_model(model: str | None, task: str | None) -> RunExamples:
+def for_model(model: str | None, kind: str | None) -> RunExamples:
     """The examples of a picked model: validation texts or images of its run, or none with a hint saying why.
 
-    `task` is the model's task ('text-classification', 'image-classification'; None when unknown, e.g. a Hub id).
+    `kind` is the input kind of the model's task ('text', 'image'; None when unknown, e.g. a Hub id).
     """
     if not model or not str(model).strip():
         return RunExamples(hint="Pick a model to see examples from its validation data.")
@@ -154,7 +154,7 @@ def for_model(model: str | None, task: str | None) -> RunExamples:
         shown = local.name if local.exists() else str(model).strip()  # a folder by name: not the server's layout
         return RunExamples(hint=f"No examples for `{shown}`: examples come from a finished run's validation data "
                                 "(`runs/<name>/`), and this is a Hub id or a model folder. Type your own input.")
-    if task == "image-classification" or (task is None and (run / "samples").is_dir()):
+    if kind == "image" or (kind is None and (run / "samples").is_dir()):
         images = image_examples(run)
         if images:
             return RunExamples(images=images)

@@ -73,7 +73,7 @@ def _web_predict(image, model: str, revision: str) -> tuple[dict, str]:
 
     predictor = shared_predictor()
     lm = predictor.load(model, revision)
-    if lm.task != "image-classification":
+    if lm.kind.input_kind != "image":
         raise gr.Error(f"model: '{model}' is a {lm.task} model, it reads text, not images; pick an image model "
                        "or type text in the Text box", print_exception=False)
     probs = predictor.predict_image(model, image, revision, allow_user_code=False)
@@ -98,7 +98,7 @@ def predict_sketch(sketch, model: str, revision: str):
     composite = (sketch or {}).get("composite") if isinstance(sketch, dict) else sketch
     if composite is None or np.asarray(composite).size == 0 or np.asarray(composite).min() > 200:
         raise gr.Error("sketch: nothing drawn; draw a digit on the sketchpad first", print_exception=False)
-    from engine.image_inputs import to_model_input
+    from engine.tasks.image_classification.inputs import to_model_input
 
     return _web_predict(to_model_input(np.asarray(composite)), model, revision)
 

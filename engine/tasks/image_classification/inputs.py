@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P"}  # P: judged after conversion, see data_shape
 AUGMENT_SHIFT = 0.1  # random translation of up to 10% of the side: digits stay whole, the model stops memorising
@@ -216,46 +216,3 @@ def to_model_input(image, size: int = 28, invert: bool | None = None):
     top, left = min(max(top, 0), size - h), min(max(left, 0), size - w)
     canvas.paste(digit, (left, top))
     return canvas
-
-
-def training_parts(cfg, source, splits, parts: dict, processor):
-    """(model, collator, {split: dataset}) for the training loop: images converted to the model's channels,
-    training images shifted at random when `cfg.augment` (engine.train hands the batch sampler in as `epoch_of`)."""
-    from engine import custom_models
-
-    model = custom_models.load_for_training(source, splits.label_names, processor)
-    channels = int(getattr(model.config, "num_channels", 0) or processor_channels(processor))
-    views = {name: ImageView(ds, processor, channels, augment=cfg.augment and name == "train", seed=cfg.seed)
-             for name, ds in parts.items()}
-    return model, collate, views
-
-
-# ------------------------------------------------------------------------------------------------------------
-# prediction (engine.predict.Predictor.predict_image)
-
-
-def load_image_model(name: str, revision, path, device: str | None, allow_user_code: bool):
-    """A LoadedModel for an image classifier (its image processor in the tokenizer slot)."""
-    import torch
-
-    from engine import custom_models
-    from engine.predict import LoadedModel, bf16_supported
-
-    model, processor = custom_models.load_for_inference(Path(path), allow_user_code)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    id2label = model.config.id2label
-    labels = [str(id2label[i]) for i in range(len(id2label))]
-    nbytes = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return LoadedModel(name, revision, Path(path), model, processor, labels, 0, 0, "image-classification", device,
-                       bf16_supported(device), nbytes, user_code=custom_models.needs_user_code(Path(path)))
-
-
-def image_probabilities(lm, images: list):
-    """One probability row (numpy) per image, in fp32 (single images: bf16 would save nothing worth a flip)."""
-    import torch
-
-    channels = int(getattr(lm.model.config, "num_channels", 0) or processor_channels(lm.tokenizer))
-    batch = pixel_values(images, lm.tokenizer, channels).to(lm.device)
-    with torch.inference_mode():
-        return lm.model(pixel_values=batch).logits.float().softmax(-1).cpu().numpy()

@@ -26,7 +26,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
+from engine.modeling import PlainConfig, is_plain_model, read_json_config
 
 BUILTIN_MLP = "mlp"
 BUILTIN_VIT = "vit-tiny"
@@ -146,19 +147,7 @@ def _wrapper_class():
     return HubtuneImageClassifier
 
 
-class HubtuneConfig:
-    """The config.json of an `mlp` / user-module model as attributes (id2label with int keys, like transformers)."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
-        self.id2label = {int(k): str(v) for k, v in (values.get("id2label") or {}).items()}
-        self.label2id = {str(v): k for k, v in self.id2label.items()}
-        self.num_labels = len(self.id2label)
-
-    def to_dict(self) -> dict:
-        out = dict(self.__dict__)
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
-        return out
+HubtuneConfig = PlainConfig  # the config of a saved mlp / user-module model (engine/modeling.py)
 
 
 def _config(module: str, kwargs: dict, label_names: list[str], num_channels: int, image_size: int) -> dict:
@@ -208,15 +197,12 @@ def _instantiate(cls, sizes: dict, extra: dict, name: str):
 
 def is_custom_dir(path: Path) -> bool:
     """True for a saved `mlp` / user-module model (config.json with a `hubtune_module`)."""
-    try:
-        return "hubtune_module" in json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
+    return is_plain_model(path)
 
 
-def read_config(path: Path) -> HubtuneConfig:
+def read_config(path: Path) -> PlainConfig:
     """The config of a saved `mlp` / user-module model."""
-    return HubtuneConfig(json.loads((Path(path) / "config.json").read_text(encoding="utf-8")))
+    return PlainConfig(read_json_config(path))
 
 
 def needs_user_code(path: Path) -> str | None:
@@ -255,10 +241,10 @@ def load(path: Path, allow_user_code: bool, field: str = "model"):
 # any image classifier: built here, a saved hubtune model, or a transformers one (local or Hub)
 
 
-def load_for_training(source, label_names: list[str], processor):
+def load_for_training(source, label_names: list[str], processor, head=None):
     """A trainable image classifier for `label_names`: built from scratch (`mlp`, `vit-tiny`, `pkg.mod:Class`,
     sized by the processor), a saved hubtune model (same labels), or a transformers model re-headed if needed."""
-    from engine.image_inputs import processor_channels, processor_size
+    from engine.tasks.image_classification.inputs import processor_channels, processor_size
 
     if isinstance(source, str) and is_from_scratch(source):
         return build(source, label_names, processor_channels(processor), processor_size(processor))
@@ -273,12 +259,12 @@ def load_for_training(source, label_names: list[str], processor):
         return model
     from transformers import AutoConfig, AutoModelForImageClassification
 
+    from engine.tasks import heads
+
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     old = getattr(config, "id2label", None) or {}
     relabel = [old.get(i) for i in range(len(old))] != list(label_names)
-    config.num_labels = len(label_names)
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {n: i for i, n in enumerate(label_names)}
+    (head or heads.SINGLE_LABEL).configure(config, list(label_names))
     try:
         return AutoModelForImageClassification.from_pretrained(path, config=config, use_safetensors=True,
                                                                trust_remote_code=False, ignore_mismatched_sizes=relabel)
@@ -290,7 +276,7 @@ def load_for_training(source, label_names: list[str], processor):
 
 def load_for_inference(path: Path, allow_user_code: bool = False):
     """(model in eval mode, image processor) for a saved image classifier; user-module models only if allowed."""
-    from engine.image_inputs import load_processor
+    from engine.tasks.image_classification.inputs import load_processor
 
     if is_custom_dir(path):
         model = load(path, allow_user_code)
@@ -303,12 +289,11 @@ def load_for_inference(path: Path, allow_user_code: bool = False):
 
 def is_image_model_dir(path: Path) -> bool:
     """True when a local model folder holds an image classifier (hubtune's or a transformers one)."""
-    import json as _json
+    return is_image_config(read_json_config(path))
 
-    try:
-        config = _json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
+
+def is_image_config(config: dict) -> bool:
+    """True for the config.json of an image classifier (hubtune's own or a transformers one)."""
     archs = config.get("architectures") or []
     return "hubtune_module" in config or any(a.endswith("ForImageClassification") for a in archs) or \
         (not archs and "num_channels" in config and "image_size" in config)
@@ -321,3 +306,48 @@ def load_config_any(path: Path):
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(path, trust_remote_code=False)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the loop's and the Predictor's view of an image model
+
+
+def training_parts(cfg, source, splits, parts: dict, processor):
+    """(model, collator, {split: dataset}) for the training loop: images converted to the model's channels,
+    training images shifted at random when `cfg.augment` (engine.train hands the batch sampler in as `epoch_of`)."""
+    from engine.tasks.image_classification.inputs import ImageView, collate, processor_channels
+
+    model = load_for_training(source, splits.label_names, processor, splits.head)
+    channels = int(getattr(model.config, "num_channels", 0) or processor_channels(processor))
+    views = {name: ImageView(ds, processor, channels, augment=cfg.augment and name == "train", seed=cfg.seed)
+             for name, ds in parts.items()}
+    return model, collate, views
+
+
+def load_image_model(name: str, revision, path, device: str | None, allow_user_code: bool, bf16):
+    """A LoadedModel for an image classifier (its image processor as the processor)."""
+    import torch
+
+    from engine.tasks import heads
+    from engine.tasks.base import LoadedModel, model_bytes
+
+    model, processor = load_for_inference(Path(path), allow_user_code)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    id2label = model.config.id2label
+    labels = [str(id2label[i]) for i in range(len(id2label))]
+    return LoadedModel(name, revision, Path(path), model, processor, labels, 0, 0, "image-classification", device,
+                       bf16(device), model_bytes(model), user_code=needs_user_code(Path(path)),
+                       head=heads.for_config(model.config))
+
+
+def image_scores(lm, images: list):
+    """One score row (numpy) per image, in fp32 (single images: bf16 would save nothing worth a flip)."""
+    import torch
+
+    from engine.tasks.image_classification.inputs import pixel_values, processor_channels
+
+    channels = int(getattr(lm.model.config, "num_channels", 0) or processor_channels(lm.processor))
+    batch = pixel_values(images, lm.processor, channels).to(lm.device)
+    with torch.inference_mode():
+        return lm.head.scores(lm.model(pixel_values=batch).logits).cpu().numpy()

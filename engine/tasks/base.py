@@ -1,0 +1,138 @@
+"""What every task provides, and the bundles that travel between the task and the loop or the Predictor.
+
+A task is one object (`TASK` in its module) with the methods below; engine/train.py, engine/predict.py,
+engine/preflight.py, engine/modelcard.py and the web app call them and hold no task-type branches of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import DataError
+
+
+@dataclass
+class Training:
+    """What the training loop needs from a task, ready to prepare with Accelerate.
+
+    views: split name -> a torch map-style dataset of model inputs (train, validation, [test]).
+    lengths: per training example, what batching groups by (tokens for text; 1 where length means nothing).
+    tokens: batch -> (real tokens, padded tokens) the model processed, for throughput and MFU.
+    on_epoch: called with the batch sampler once it exists (image augmentation seeds itself by the epoch).
+    """
+
+    model: object
+    collator: object
+    views: dict
+    lengths: list
+    group_by_length: bool
+    tokens: object
+    on_epoch: object = None
+
+
+@dataclass
+class Prepared:
+    """A run's model source and data, checked and ready, before anything is written (engine/train.py's set-up).
+
+    source: the resolved model folder, or the name of a model built from scratch (mlp, vit-tiny, pkg.mod:Class).
+    processor: the tokenizer (text) or image processor (images) the model reads through.
+    parts: split name -> the dataset the model's views are made from, in evaluation order (text: tokenized and
+        sorted by length); each keeps a `text` column (the text, or a name for an image) for eval_predictions.
+    """
+
+    source: object
+    processor: object
+    splits: object
+    parts: dict
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for prediction, as the Predictor keeps it in its cache."""
+
+    name: str
+    revision: str | None
+    path: Path
+    model: object
+    processor: object  # a tokenizer (text) or an image processor (images)
+    labels: list[str]  # class index -> name, exactly the model config's id2label
+    max_length: int  # text: default truncation (the run's max_seq_length, else the model's limit); images: 0
+    limit: int  # text: the most tokens the model accepts
+    task: str  # the pipeline tag of the engine.tasks task that loaded it
+    device: str
+    bf16: bool
+    nbytes: int
+    # the Rust tokenizer re-applies truncation settings on every call and refuses concurrent mutation
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    user_code: str | None = None  # the pkg.mod:Class an image model was rebuilt from (refused unless allowed)
+    head: object = None  # engine.tasks.heads: what the outputs mean (from the model config's problem_type)
+
+    @property
+    def kind(self):
+        """The task object (engine.tasks) behind this model."""
+        from engine import tasks
+
+        return tasks.get(self.task)
+
+    @property
+    def tokenizer(self):  # the name text code has always used
+        return self.processor
+
+
+def model_bytes(model) -> int:
+    """Bytes of a model's parameters and buffers (the Predictor's cache is bounded by these)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+class Task:
+    """The parts every task shares; subclasses fill in the rest (see engine/tasks/text_classification and
+    image_classification)."""
+
+    tag = ""  # the pipeline tag: text-classification, image-classification
+    input_kind = ""  # what a user gives it to predict: "text" or "image"
+    maps_columns = False  # whether a user maps data columns (text, label) or the task finds them itself
+
+    # --- detection ------------------------------------------------------------------------------------------
+    def claims_run(self, cfg, model_path) -> bool:
+        raise NotImplementedError
+
+    def claims_model(self, config: dict) -> bool:
+        raise NotImplementedError
+
+    # --- data -----------------------------------------------------------------------------------------------
+    def claims_file(self, path) -> bool:
+        """Whether an uploaded data file is this task's kind of data."""
+        return False
+
+    def describe_file(self, path) -> dict:
+        """{"note": what the file holds, in one Markdown line, "columns": {name: kind} or None}."""
+        raise NotImplementedError
+
+    def load_raw(self, cfg) -> dict:
+        """{'train', 'validation', 'test'} datasets (None where absent) with the user's own columns."""
+        raise NotImplementedError
+
+    def standardize(self, ds, cfg, field: str):
+        """The dataset with this task's standard columns (and only those)."""
+        raise NotImplementedError
+
+    def load_splits(self, cfg):
+        """Load, standardize, encode labels and split according to `cfg` (engine.data.make_splits)."""
+        from engine.data import make_splits, split_fields
+        from engine.tasks import heads
+
+        raw = self.load_raw(cfg)
+        fields = split_fields(cfg)
+        column = self.label_column(cfg, raw["train"]) or "label"
+        parts = {k: self.standardize(v, cfg, fields[k]) if v is not None else None for k, v in raw.items()}
+        return make_splits(cfg, parts, fields, heads.for_data(cfg, parts["train"]), column)
+
+    def label_column(self, cfg, ds) -> str | None:
+        """The user's label column in a raw split (for messages)."""
+        return cfg.label_column
+
+    @staticmethod
+    def refuse(problem: str) -> None:
+        raise DataError(problem)

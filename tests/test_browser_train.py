@@ -14,6 +14,7 @@ from conftest import ROOT
 from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
 
 ART = ROOT / "artifacts"
+DOCS = ROOT / "docs" / "screenshots"
 
 
 @pytest.fixture
@@ -75,9 +76,13 @@ def _open(page, group):
     page.locator(f"#cfg-group-{group} > button.label-wrap, #cfg-group-{group} button.label-wrap").first.click()
 
 
-def _shot(page, name):
+def _shot(page, name, doc: str | None = None):
     ART.mkdir(exist_ok=True)
     page.screenshot(path=str(ART / f"train_{name}.png"), full_page=True)
+    if doc:  # the README's guide shows what this test sees, so its pictures stay current
+        DOCS.mkdir(parents=True, exist_ok=True)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(DOCS / doc))
 
 
 def test_browser_upload_check_train_and_predict(served, page, tmp_path):
@@ -145,7 +150,7 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     assert "accuracy" in metrics
     assert "sports" in page.locator("#train-per-class").inner_text()
     assert page.locator("#train-runs").inner_text().count(run_name) >= 1
-    _shot(page, "3_done")
+    _shot(page, "3_done", doc="fine-tuning.png")
 
     page.locator("#train-open-predict").click()
     page.wait_for_selector("#predict-text textarea")
@@ -156,4 +161,4 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     page.locator("#predict-button").click()
     page.wait_for_function("/sports|business|tech|politics|entertainment/.test("
                            "document.querySelector('#predict-label').innerText)", timeout=120_000)
-    _shot(page, "4_predict")
+    _shot(page, "4_predict", doc="prediction.png")

@@ -255,13 +255,14 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
 
 
 def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
-    """A half-copied model folder (tokenizer.json cut off): the run fails in the training process, and the page
-    shows that process's exception, not the launcher's 'returned non-zero exit status 1'."""
+    """A half-copied model folder (its weights cut off; config and tokenizer whole, so Start's checks pass): the run
+    fails in the training process, and the page shows that process's exception, not the launcher's 'returned
+    non-zero exit status 1'."""
     url, runs_dir = served
     model = tmp_path / "half-copied-model"
     shutil.copytree(tiny_run / "model", model)
-    tok = model / "tokenizer.json"
-    tok.write_bytes(tok.read_bytes()[: tok.stat().st_size // 2])
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
     _fine_tuning(page, url)
     page.locator("#train-base-model input").fill(str(model))
     page.locator("#train-base-model input").press("Enter")
@@ -270,6 +271,7 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
     page.locator("#train-start").click()
     _wait_panel(page, "started")
     page.wait_for_selector("#run-state[data-state='failed']", timeout=120_000)
-    shown = page.locator("#run-progress").inner_text()
-    assert "JSONDecodeError: Unterminated string" in shown and "CalledProcessError" not in shown, shown
+    page.locator("#run-error").wait_for()
+    shown = page.locator("#run-error").inner_text()
+    assert "SafetensorError" in shown and "CalledProcessError" not in shown, shown
     _shot(page, "6_failed_run")

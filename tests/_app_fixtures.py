@@ -39,6 +39,22 @@ def serve(demo) -> Iterator[str]:
         demo.close()
 
 
+@contextlib.contextmanager
+def serve_app(runs_dir: Path) -> Iterator[str]:
+    """The whole app on `runs_dir` (served like `serve`); any run it left starting, running or queued is cancelled
+    at the end, so a failing test never leaves training behind."""
+    import app
+    from ui.train_tab import manager
+
+    with serve(app.build_app(runs_dir=runs_dir)) as url:
+        yield url
+        mgr = manager(runs_dir)
+        mgr.stop_scheduler()
+        for info in mgr.list_runs():
+            if info["state"] in ("starting", "running", "queued"):
+                mgr.cancel(info["name"], grace=2)
+
+
 @pytest.fixture(scope="session")
 def app_runs_dir(tiny_run, tmp_path_factory) -> Path:
     """A runs folder holding the session's finished tiny run as `tiny` (a link: no second training)."""

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT
 
-from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
+from _app_fixtures import serve_app  # (browser: conftest)
 
 ART = ROOT / "artifacts"
 DOCS = ROOT / "docs" / "screenshots"
@@ -20,17 +20,9 @@ DOCS = ROOT / "docs" / "screenshots"
 @pytest.fixture
 def served(tmp_path):
     """The whole app (Prediction + Fine-tuning tabs) on a fresh runs folder; any run still going is cancelled."""
-    import app
-    from ui.train_tab import manager
-
     runs_dir = tmp_path / "runs"
-    with serve(app.build_app(runs_dir=runs_dir)) as url:
+    with serve_app(runs_dir) as url:
         yield url, runs_dir
-        mgr = manager(runs_dir)
-        mgr.stop_scheduler()
-        for info in mgr.list_runs():
-            if info["state"] in ("starting", "running", "queued"):
-                mgr.cancel(info["name"], grace=2)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
+from _app_fixtures import serve_app  # (browser: conftest)
 from conftest import ROOT
 
 ART = ROOT / "artifacts"
@@ -24,17 +24,9 @@ TINY = {"max_steps": 2, "max_train_samples": 64, "max_seq_length": 32, "per_devi
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The whole app on a fresh runs folder; any run still going at the end is cancelled."""
-    import app
-    from ui.train_tab import manager
-
     runs_dir = tmp_path_factory.mktemp("trust") / "runs"
-    with serve(app.build_app(runs_dir=runs_dir)) as url:
+    with serve_app(runs_dir) as url:
         yield url, runs_dir
-        mgr = manager(runs_dir)
-        mgr.stop_scheduler()
-        for info in mgr.list_runs():
-            if info["state"] in ("starting", "running", "queued"):
-                mgr.cancel(info["name"], grace=2)
 
 
 @pytest.fixture

@@ -261,8 +261,8 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
     _number(page, "max_steps", 2)
     page.locator("#train-run-name textarea, #train-run-name input").first.fill("half")
     page.locator("#train-start").click()
-    _wait_panel(page, "started")
-    page.wait_for_selector("#run-state[data-state='failed']", timeout=120_000)
+    _wait_panel(page, "run half")  # started, or queued behind the run of the test before
+    page.wait_for_selector("#run-state[data-state='failed']", timeout=240_000)
     page.locator("#run-error").wait_for()
     shown = page.locator("#run-error").inner_text()
     assert "SafetensorError" in shown and "CalledProcessError" not in shown, shown

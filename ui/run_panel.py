@@ -163,17 +163,23 @@ def wire(c: dict, mgr: JobManager) -> None:
     (charts, log, results) every REFRESH_SECONDS. Apart, the progress line never waits for a chart being drawn
     while training takes the CPU."""
     status_outputs = [c["runs"], c["run"], c["progress"], c["failure"], c["cancel"], c["resume"]]
+    # the quick tick also hides a shown run's results as soon as that run is not done (another run was picked, or
+    # it is training again): results of one run never sit under another run's progress line
+    tick_outputs = [*status_outputs, c["results"]]
     drawing_outputs = [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"],
                        c["warning"], c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"],
                        c["drawn"]]
 
-    def refresh(selected):
-        """Re-read every run from disk (this is also how a reloaded page reattaches)."""
+    def read(selected):
+        """Re-read every run from disk (this is also how a reloaded page reattaches): (status outputs, shown run)."""
         mgr.poll()
         runs = mgr.list_runs()
         selected, info = _pick(runs, selected)
         return (run_view.runs_table(runs), gr.update(choices=[r["name"] for r in runs], value=selected),
-                *_status(info))
+                *_status(info)), info
+
+    def refresh(selected):
+        return read(selected)[0]
 
     def refresh_drawings(selected, drawn):
         """Redraw what changed of the shown run (the same choice of run as `refresh`)."""
@@ -186,7 +192,11 @@ def wire(c: dict, mgr: JobManager) -> None:
         view, sig = _drawings(info, drawn or {})
         return (*view, sig)
 
-    c["status_timer"].tick(refresh, c["run"], status_outputs, api_name="train_refresh", show_progress="hidden")
+    def tick(selected):
+        status, info = read(selected)
+        return (*status, gr.skip() if info and info["state"] == "done" else gr.update(visible=False))
+
+    c["status_timer"].tick(tick, c["run"], tick_outputs, api_name="train_refresh", show_progress="hidden")
     c["timer"].tick(refresh_drawings, [c["run"], c["drawn"]], drawing_outputs, api_name="train_refresh_drawings",
                     show_progress="hidden")
 

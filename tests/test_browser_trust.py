@@ -235,9 +235,7 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
     assert job["command"] == shown_cmd
     assert (runs_dir / name / "config.yaml").read_text().strip() == shown_yaml.strip()
 
-    # the next automatic name moves on; a name that exists is refused by Check and Start with the same line
-    page.wait_for_function("() => document.querySelector('#train-command .cm-content').innerText.includes("
-                           "'bbc_news-2/config.yaml')")
+    # a name that exists is refused by Check and Start with the same line
     page.locator("#train-run-name textarea, #train-run-name input").first.fill(name)
     page.locator("#train-run-name textarea, #train-run-name input").first.press("Tab")
     taken = [f"run name: '{name}' is already taken by another run; choose another name, or leave the box empty for "
@@ -262,7 +260,12 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
     page.locator("#train-run-name textarea, #train-run-name input").first.fill("half")
     page.locator("#train-start").click()
     _wait_panel(page, "run half")  # started, or queued behind the run of the test before
-    page.wait_for_selector("#run-state[data-state='failed']", timeout=240_000)
+    from conftest import wait_final
+    from engine.jobs import JobManager
+
+    assert wait_final(JobManager(runs_dir), "half", timeout=300)["state"] == "failed"
+    page.locator("#train-runs [role=gridcell]", has_text="half").first.click()  # show it, as a user would
+    page.wait_for_selector("#run-state[data-state='failed']", timeout=60_000)
     page.locator("#run-error").wait_for()
     shown = page.locator("#run-error").inner_text()
     assert "SafetensorError" in shown and "CalledProcessError" not in shown, shown

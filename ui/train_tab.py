@@ -259,10 +259,9 @@ def _wire(c, mgr: JobManager) -> None:
         demo.load(preview, plan_inputs, [c["command"], c["yaml"]], api_name="train_preview_on_load",
                   show_progress="hidden")
     _wire_upload(c, mgr, uploads, after_data)
-    started = _wire_check_and_start(c, mgr, uploads, plan_inputs)
-    # once a run has taken its name, the preview shows what the next Start would run
-    started.then(preview, plan_inputs, [c["command"], c["yaml"]], api_name="train_start_preview",
-                 show_progress="hidden")
+    # after a Start the command box keeps the started run's exact command; the next change of the form previews
+    # the next run again
+    _wire_check_and_start(c, mgr, uploads, plan_inputs)
 
 
 def _wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> None:

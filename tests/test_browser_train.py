@@ -97,9 +97,10 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
 
     _number(page, "learning_rate", 0.0002)
     _number(page, "max_steps", 6)
-    _number(page, "per_device_train_batch_size", 16)
+    # a 6-step run long enough (~10 s) for the page to see it between its first and last step on a busy CI too
+    _number(page, "per_device_train_batch_size", 32)
     _open(page, "data")
-    _number(page, "max_seq_length", 32)
+    _number(page, "max_seq_length", 64)
     _open(page, "evaluation")
     _choose(page, "cfg-eval_strategy", "steps")
     _number(page, "eval_steps", 3)

@@ -66,7 +66,7 @@ def _panel(page) -> str:
 
 
 def _wait_panel(page, fragment: str, timeout: int = 60_000) -> str:
-    page.wait_for_function("f => document.querySelector('#train-problems').innerText.includes(f)", arg=fragment,
+    page.wait_for_function("f => (document.querySelector('#train-problems')?.innerText || '').includes(f)", arg=fragment,
                            timeout=timeout)
     return _panel(page)
 
@@ -117,7 +117,7 @@ def _act(page, button: str) -> list[str]:
         window.__watch = new MutationObserver(() => { if (!e.innerText.trim()) window.__emptied = true; });
         window.__watch.observe(e, {subtree: true, childList: true, characterData: true}); }""")
     page.locator(button).click()
-    page.wait_for_function("() => { const t = document.querySelector('#train-problems').innerText;"
+    page.wait_for_function("() => { const t = (document.querySelector('#train-problems')?.innerText || '');"
                            " return window.__emptied && /Please fix|started|valid|⛔/.test(t)"
                            " && !/\\d\\.\\ds/.test(t); }", timeout=240_000)
     return [line for line in _panel(page).splitlines() if line.strip() and "Please fix" not in line]
@@ -207,7 +207,7 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
     url, runs_dir = served
     _fine_tuning(page, url)
     command = page.locator("#train-command .cm-content")
-    page.wait_for_function("() => document.querySelector('#train-command .cm-content').innerText.includes('engine.train')")
+    page.wait_for_function("() => (document.querySelector('#train-command .cm-content')?.innerText || '').includes('engine.train')")
     first = command.inner_text()
     name = re.search(r"/([\w.-]+)/config\.yaml", first).group(1)
     assert name == "bbc_news-1", first  # the name the run will really get, not a placeholder
@@ -223,7 +223,7 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
         if not page.locator(f"#cfg-{field}").is_visible():
             page.locator("#cfg-group-data button.label-wrap").first.click()
         _number(page, field, value)
-    page.wait_for_function("() => document.querySelector('#train-yaml .cm-content').innerText.includes("
+    page.wait_for_function("() => (document.querySelector('#train-yaml .cm-content')?.innerText || '').includes("
                            "'per_device_train_batch_size: 16')")  # the last field set
     shown_cmd, shown_yaml = command.inner_text().strip(), page.locator("#train-yaml .cm-content").inner_text()
     page.locator("#train-start").click()

@@ -23,7 +23,7 @@ import yaml
 from engine import hardware
 from engine.cli import CliParser, cli_logging, report  # noqa: F401 - re-exported: every command's parser and report
 from engine.errors import ConfigError
-from engine.data import DATA_EXTENSIONS, settle_transformers
+from engine.data import DATA_EXTENSIONS, settle_transformers  # noqa: F401 - DATA_EXTENSIONS re-exported
 from engine.hardware import cpu_supports_bf16  # noqa: F401 - re-exported
 from engine.modeling import DEFAULT_MODEL
 
@@ -71,6 +71,13 @@ class TrainConfig:
                                          "data")
     label_column: Optional[str] = _f(None, "Column holding the label (strings or integers); empty means 'label' "
                                      "or 'labels'.", "data")
+    problem_type: Literal["auto", "single_label_classification", "multi_label_classification", "regression"] = _f(
+        "auto", "auto: a label column of lists (or label_separator set) is multi-label, decimal numbers are "
+        "regression, anything else one class per example.", "data")
+    label_separator: Optional[str] = _f(None, "Multi-label data in text cells: the character between labels "
+                                        "(e.g. ',' or '|').", "data")
+    class_weights: str = _f("none", "Weigh rare labels up: none, balanced (from the training counts) or one "
+                            "number per label in label order, e.g. 1,5 (multi-label: BCE pos_weight).", "training")
     image_column: Optional[str] = _f(None, "Image data: column holding the image; empty means the first image "
                                      "column. Image data is recognised by itself (bundled:mnist, bundled:digits, a "
                                      "folder or .zip of class folders, a Hub dataset with an image column).", "data")
@@ -127,8 +134,9 @@ class TrainConfig:
                                                  "eval_steps.", "evaluation")
     eval_steps: int = _f(100, "Evaluate every N optimizer steps when eval_strategy is 'steps'.", "evaluation",
                          minimum=1, maximum=10_000_000)
-    metric_for_best_model: str = _f("accuracy", "Metric that picks the best checkpoint and drives early stopping: "
-                                    "accuracy, f1, precision, recall or loss.", "evaluation")
+    metric_for_best_model: str = _f("auto", "Metric that picks the best checkpoint and drives early stopping; "
+                                    "auto: accuracy (single-label), f1_micro (multi-label), r2 (regression).",
+                                    "evaluation")
     early_stopping_patience: int = _f(0, "Stop after this many evaluations without improvement (0 = off).",
                                       "evaluation", minimum=0, maximum=1000)
     extra_metrics: list[str] = _f(list, "Extra `evaluate` metrics by name or local path, computed at the end.",
@@ -177,14 +185,12 @@ class TrainConfig:
 
     def validate(self, check_paths: bool = True) -> "TrainConfig":
         """Raise ConfigError listing every problem at once; return self when the config is usable."""
+        from engine.config_checks import problems as _problems
+
         problems = _problems(self, check_paths)
         if problems:
             raise ConfigError(problems)
         return self
-
-    @property
-    def greater_is_better(self) -> bool:
-        return self.metric_for_best_model.removeprefix("eval_") not in ("loss",)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -235,7 +241,9 @@ def _to_argv(values: dict, source: str) -> list[str]:
                 raise ConfigError(f"{source}: '{key}' cannot be empty; remove the line to use the default "
                                   f"({default!r})")
             continue
-        if isinstance(value, list):
+        if isinstance(value, list) and not str(names[key].type).startswith("list"):
+            argv += [f"--{key}", ",".join(map(str, value))]  # class_weights: [1, 5] in YAML
+        elif isinstance(value, list):
             argv += [f"--{key}", *map(str, value)] if value else []
         elif isinstance(value, bool):
             argv += [f"--{key}", "true" if value else "false"]
@@ -294,108 +302,6 @@ def _parse(args: list[str]):
         raise ConfigError([REFUSED_KEYS.get(r.lstrip("-").split("=", 1)[0])
                            or f"command line: unknown option '{r}'{_closest(r.lstrip('-'), '--')}" for r in flags])
     return cfg
-
-
-# ------------------------------------------------------------------------------------------------------------
-# validation
-
-
-def _problems(cfg: TrainConfig, check_paths: bool) -> list[str]:
-    out: list[str] = []
-    for f in dataclasses.fields(TrainConfig):
-        value, lo, hi = getattr(cfg, f.name), f.metadata.get("minimum"), f.metadata.get("maximum")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-            if value != value:  # NaN
-                out.append(f"{f.name}: must be a number, got NaN")
-            elif lo is not None and value < lo:
-                out.append(f"{f.name}: must be >= {lo}, got {value}")
-            elif hi is not None and value > hi:
-                out.append(f"{f.name}: must be <= {hi}, got {value}")
-    for name in ("max_train_samples", "max_eval_samples"):
-        v = getattr(cfg, name)
-        if v is not None and v <= 0:
-            out.append(f"{name}: must be a positive number of examples, got {v}")
-    if cfg.max_steps == 0:
-        out.append("max_steps: must be > 0, or -1 to train for num_train_epochs")
-
-    # data source: exactly one of dataset_name / train_file
-    if not cfg.dataset_name and not cfg.train_file:
-        out.append("dataset_name/train_file: no training data; set dataset_name (e.g. bundled:bbc_news) or train_file")
-    if cfg.dataset_name and cfg.train_file:
-        out.append("dataset_name/train_file: both are set; use one data source")
-    if cfg.dataset_name and cfg.dataset_name.startswith("bundled:"):
-        from engine.bundled import BUNDLED
-
-        if cfg.dataset_name not in BUNDLED:
-            out.append(f"dataset_name: unknown bundled dataset '{cfg.dataset_name}'; choose one of "
-                       f"{', '.join(sorted(BUNDLED))}")
-    for name in ("train_file", "validation_file", "test_file"):
-        value = getattr(cfg, name)
-        if not value:
-            continue
-        ext = Path(value).suffix.lower()
-        if ext == ".zip" or Path(value).expanduser().is_dir():  # an imagefolder (engine/tasks/image_classification)
-            if check_paths and not Path(value).expanduser().exists():
-                out.append(f"{name}: '{value}' not found; check the path")
-            continue
-        if ext not in DATA_EXTENSIONS:
-            out.append(f"{name}: unsupported extension '{ext or '(none)'}' of '{value}'; use "
-                       f"{', '.join(DATA_EXTENSIONS)}, or a folder / .zip of class folders for images")
-        elif check_paths and not Path(value).is_file():
-            out.append(f"{name}: file '{value}' not found; check the path")
-    if cfg.text_pair_column and cfg.text_pair_column == cfg.text_column:
-        out.append("text_pair_column: must differ from text_column")
-
-    if cfg.warmup_steps and cfg.warmup_ratio:
-        out.append("warmup_steps/warmup_ratio: set only one of them")
-    metric = cfg.metric_for_best_model.removeprefix("eval_")
-    if metric not in ("accuracy", "f1", "precision", "recall", "loss"):
-        out.append(f"metric_for_best_model: unknown metric '{cfg.metric_for_best_model}'; use accuracy, f1, "
-                   "precision, recall or loss")
-
-    if cfg.mixed_precision == "fp16" and not hardware.cuda_available():
-        out.append("mixed_precision: fp16 needs a CUDA GPU and none is visible; use bf16 (supported on recent "
-                   "CPUs) or no")
-    if cfg.mixed_precision == "bf16" and not hardware.bf16_available():
-        out.append("mixed_precision: bf16 is not supported on this hardware; use no")
-
-    if cfg.push_to_hub and not cfg.hub_model_id:
-        out.append("hub_model_id: push_to_hub is on but no repo is named; set hub_model_id to user/name")
-    elif cfg.hub_model_id and not _valid_repo_id(cfg.hub_model_id):
-        out.append(f"hub_model_id: '{cfg.hub_model_id}' is not a valid repo name; use user/name or org/name")
-
-    if not str(cfg.output_dir).strip():
-        out.append("output_dir: must not be empty")
-    elif check_paths:
-        out += _output_dir_problems(cfg)
-    return out
-
-
-def _output_dir_problems(cfg: TrainConfig) -> list[str]:
-    out_dir = Path(cfg.output_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        return [f"output_dir: '{out_dir}' exists and is not a directory; choose another output_dir"]
-    if cfg.resume_from_checkpoint:
-        if cfg.resume_from_checkpoint != "latest" and not Path(cfg.resume_from_checkpoint).is_dir():
-            return [f"resume_from_checkpoint: '{cfg.resume_from_checkpoint}' is not a checkpoint directory; use "
-                    "a path under output_dir/checkpoints or 'latest'"]
-        return []
-    # the job runner writes these before it launches the trainer: such a folder has never trained, nothing to lose
-    prelaunch = {"config.yaml", "job.json", "train.log", "status.json"}
-    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} - prelaunch and not cfg.overwrite_output_dir:
-        return [f"output_dir: '{out_dir}' already holds a run; pick a new output_dir, set overwrite_output_dir: "
-                "true, or resume_from_checkpoint: latest"]
-    return []
-
-
-def _valid_repo_id(repo_id: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        return False
-    return repo_id.count("/") <= 1 and not repo_id.endswith((".git", "/"))
 
 
 def resolve_mixed_precision(cfg: TrainConfig) -> str:

@@ -50,9 +50,9 @@ class Evaluator:
         return metrics
 
 
-def metric_value(cfg, metrics: dict) -> float:
-    """The value of metric_for_best_model in an evaluation's metrics."""
-    return metrics[cfg.metric_for_best_model.removeprefix("eval_")]
+def metric_value(cfg, metrics: dict, head) -> float:
+    """The value of metric_for_best_model ('auto': the head's default) in an evaluation's metrics."""
+    return metrics[head.metric(cfg)]
 
 
 class Window:

@@ -16,8 +16,6 @@ from engine.events import RunDir
 log = logging.getLogger("hubtune")
 
 
-
-
 @dataclass
 class Loop:
     """Everything the stages after set-up share."""
@@ -38,6 +36,7 @@ class Loop:
     num_epochs: int
     evaluator: object
     perf: dict
+    loss_fn: object = None  # the head's weighted loss (class_weights), else None: the model's own loss
     start_step: int = 0
     samples_seen: int = 0
     clock: dict = field(default_factory=lambda: {"paused": 0.0, "window_paused": 0.0})
@@ -86,6 +85,8 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     loop = Loop(accelerator, run, task, prepared, model, optimizer, scheduler, train_dl, eval_dls, sampler,
                 training.tokens, state, total_steps, math.ceil(total_steps / steps_per_epoch),
                 Evaluator(accelerator, model, prepared.splits, cfg), _perf(accelerator, model, mixed_precision),
+                loss_fn=prepared.splits.head.loss_fn(cfg, prepared.splits.train["label"], prepared.splits.label_names,
+                                                     accelerator.device),
                 start_step=state.step)
     _announce(cfg, loop, mixed_precision)
     return loop

@@ -98,6 +98,42 @@ def confusion_matrix_png(run_dir, out_dir=None, filename: str = "confusion_matri
     return _save(fig, Path(out_dir or run.path) / filename)
 
 
+def scatter_figure(labels: list[float], predictions: list[float], title: str = "Validation: predicted vs true"):
+    """Predicted against true values (regression), with the diagonal where a perfect model's points lie."""
+    fig = _figure((5.5, 4.6))
+    ax = fig.add_subplot()
+    lo, hi = min(min(labels), min(predictions)), max(max(labels), max(predictions))
+    pad = (hi - lo) * 0.04 or 1.0
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#9ca3af", lw=1, ls="--", label="prediction = true")
+    ax.scatter(labels, predictions, s=12, alpha=0.6, color=COLORS[0], edgecolors="none",
+               label=f"{len(labels)} examples")
+    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), xlabel="true value", ylabel="predicted value")
+    ax.set_title(title, fontsize=11)
+    ax.legend(loc="upper left", fontsize=9, frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def scatter_png(run_dir, out_dir=None, filename: str = "predictions_scatter.png") -> Path:
+    """Draw eval_predictions.jsonl's predicted-vs-true values (regression runs); returns the PNG path."""
+    run = RunDir(run_dir)
+    rows = _jsonl(run.predictions)
+    pairs = [(float(r["label"]), float(r["prediction"])) for r in rows if "error" in r]
+    if not pairs:
+        raise FileNotFoundError(f"{run.predictions}: no regression predictions; is the run finished?")
+    fig = scatter_figure([a for a, _ in pairs], [b for _, b in pairs],
+                         f"Validation: predicted vs true ({len(pairs)} examples)")
+    return _save(fig, Path(out_dir or run.path) / filename)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    import json
+
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 COLORS = ["#2563eb", "#ea580c", "#16a34a", "#9333ea"]
 MAX_MARKED = 25  # evaluations beyond this many are drawn as a line: markers would hide the training curve
 

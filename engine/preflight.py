@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-IMBALANCE_RATIO = 3.0  # largest class / smallest class above this earns a warning
 # a launched run's start before its first step (launcher, imports, model and data): ~12-18 s measured on 2 CPU cores
 STARTUP_SECONDS = 15
 LONG_RUN_SECONDS = 600  # a whole run longer than this earns a warning before Start
@@ -81,11 +80,11 @@ def preflight(cfg, world_size: int = 1, timed_steps: int = 2, progress: Callable
     checked = checked or check_run(cfg)
     task, prepared = checked.task, checked.prepared
     splits = prepared.splits
-    counts = splits.head.counts(splits.train["label"], splits.label_names)
+    labels, warnings = splits.head.data_report(splits.train["label"], splits.label_names, cfg)
     steps_per_epoch, total_steps = _steps(cfg, len(splits.train), world_size)
-    report = {"task": task.tag, "label_counts": counts, "num_train": len(splits.train),
+    report = {"task": task.tag, "problem_type": splits.head.problem_type, **labels, "num_train": len(splits.train),
               "num_validation": len(splits.validation), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-              "world_size": world_size, "warnings": _imbalance(counts)}
+              "world_size": world_size, "warnings": warnings}
     progress(0.25, "reading the data")
     section = task.preflight(cfg, prepared)
     report["warnings"] += section.pop("task_warnings")
@@ -106,14 +105,6 @@ def _steps(cfg, num_train: int, world_size: int) -> tuple[int, int]:
     steps_per_epoch = max(1, math.ceil(math.ceil(batches / world_size) / cfg.gradient_accumulation_steps))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
     return steps_per_epoch, total_steps
-
-
-def _imbalance(counts: dict[str, int]) -> list[str]:
-    smallest, largest = min(counts.values()), max(counts.values())
-    if smallest == 0 or largest / smallest > IMBALANCE_RATIO:
-        return [f"labels are imbalanced: largest class {largest} vs smallest {smallest} examples; watch macro F1, "
-                "not just accuracy"]
-    return []
 
 
 def _measure(cfg, model, opt, next_batch, timed_steps, progress, eval_batch) -> tuple[float, float]:
@@ -172,7 +163,7 @@ def _estimate(cfg, report: dict, step_seconds: float, eval_batch_seconds: float)
 def report_markdown(r: dict) -> str:
     """The report as Markdown for the UI: the counts, the task's own lines, steps, the whole run's time, warnings."""
     lines = [f"**{r['num_train']}** training and **{r['num_validation']}** validation {r['noun']}, "
-             f"**{len(r['label_counts'])}** labels.", *r["lines"]]
+             f"{r['label_summary']}", *r["lines"]]
     return _with_steps_and_eta(lines, r, r["step_format"])
 
 

@@ -172,10 +172,10 @@ def _evaluate(cfg, loop: Loop) -> None:
 
     accelerator, state = loop.accelerator, loop.state
     set_phase(accelerator, loop.run, "evaluating")
-    value = metric_value(cfg, loop.evaluator.run(loop.eval_dls["validation"], state))
+    value = metric_value(cfg, loop.evaluator.run(loop.eval_dls["validation"], state), loop.head)
     state.last_eval_step = state.step
-    better = state.best_metric is None or (value > state.best_metric if cfg.greater_is_better
-                                           else value < state.best_metric)
+    better = state.best_metric is None or (value > state.best_metric if loop.head.greater_is_better(
+        loop.head.metric(cfg)) else value < state.best_metric)
     if better:
         state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
         save_best(accelerator, loop.model, loop.run)
@@ -184,7 +184,7 @@ def _evaluate(cfg, loop: Loop) -> None:
         if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
             state.stopped_early = True
             log.info("early stopping: %d evaluations without improvement of %s", state.bad_evals,
-                     cfg.metric_for_best_model)
+                     loop.head.metric(cfg))
     set_phase(accelerator, loop.run, "training")
     loop.model.train()
 
@@ -209,7 +209,8 @@ def _fit(cfg, loop: Loop) -> None:
         model.train()
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                out = model(**batch)
+                loss = out.loss if loop.loss_fn is None else loop.loss_fn(out.logits, batch["labels"])
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -265,8 +266,9 @@ def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
 
 
 def _finish(cfg, loop: Loop) -> dict:
-    accelerator, run, state, head = loop.accelerator, loop.run, loop.state, loop.head
+    accelerator, run, state = loop.accelerator, loop.run, loop.state
     result = _final_metrics(cfg, loop)
+    head = loop.head  # as tuned on the validation outputs (multi-label thresholds)
     scores, labels, _ = loop.evaluator.last
     if accelerator.is_main_process:
         names = loop.prepared.splits.label_names
@@ -276,6 +278,9 @@ def _finish(cfg, loop: Loop) -> dict:
         # model/ appears whole by one rename; metrics.json after it, so metrics never describe a missing model
         tmp = run.path / "model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        config = getattr(accelerator.unwrap_model(loop.model), "config", None)
+        for key, value in head.saved_settings().items():  # thresholds, label range: saved in config.json
+            setattr(config, key, value)
         accelerator.unwrap_model(loop.model).save_pretrained(tmp, safe_serialization=True,
                                                              state_dict=accelerator.get_state_dict(loop.model))
         crash_point("mid_final_save", state.step)
@@ -316,13 +321,20 @@ def _final_metrics(cfg, loop: Loop) -> dict:
         load_model(accelerator.unwrap_model(loop.model), str(best), device="cpu")
     metrics = loop.evaluator.run(loop.eval_dls["validation"], state, log_event=False)
     scores, labels, _ = loop.evaluator.last
+    # what the head sets from the validation outputs (multi-label thresholds) applies to everything after
+    splits = loop.prepared.splits
+    splits.head = loop.evaluator.head = head = head.tuned(labels.numpy(), scores.numpy(), splits.label_names)
+    metrics = {**metrics, **head.metrics(labels.numpy(), scores.numpy(), splits.label_names)}
     metrics.update(extra_metrics(cfg.extra_metrics, *head.extra_inputs(labels.numpy(), scores.numpy())))
     result = {"validation": metrics, "best_step": state.best_step, "best_metric": state.best_metric,
-              "metric_for_best_model": cfg.metric_for_best_model, "steps": state.step, "total_steps": loop.total_steps,
+              "metric_for_best_model": head.metric(cfg), "problem_type": head.problem_type, "steps": state.step, "total_steps": loop.total_steps,
               "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 2),
               "train_samples_per_second": round(loop.samples_seen * accelerator.num_processes
                                                 / max(train_seconds, 1e-9), 3),
               "train_steps_this_session": state.step - loop.start_step}
+    weights = head.weights(cfg, splits.train["label"], splits.label_names)
+    if weights:  # recorded for the model card
+        result["class_weights"] = dict(zip(splits.label_names, weights))
     if "test" in loop.eval_dls:
         result["test"] = loop.evaluator.run(loop.eval_dls["test"], state, log_event=False)
         loop.evaluator.last = (scores, labels, None)  # the validation outputs are the ones written out

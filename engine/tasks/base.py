@@ -93,6 +93,7 @@ class Task:
     tag = ""  # the pipeline tag: text-classification, image-classification
     input_kind = ""  # what a user gives it to predict: "text" or "image"
     maps_columns = False  # whether a user maps data columns (text, label) or the task finds them itself
+    problem_types: tuple = ("single_label_classification",)  # the heads (engine/tasks/heads) it trains
 
     # --- detection ------------------------------------------------------------------------------------------
     def claims_run(self, cfg, model_path) -> bool:
@@ -127,7 +128,12 @@ class Task:
         fields = split_fields(cfg)
         column = self.label_column(cfg, raw["train"]) or "label"
         parts = {k: self.standardize(v, cfg, fields[k]) if v is not None else None for k, v in raw.items()}
-        return make_splits(cfg, parts, fields, heads.for_data(cfg, parts["train"]), column)
+        head = heads.for_data(cfg, parts["train"])
+        if head.problem_type not in self.problem_types:
+            raise DataError(f"problem_type: {self.tag} runs are {' or '.join(self.problem_types)}, not "
+                            f"{head.problem_type}; use problem_type: auto")
+        head.check(cfg)
+        return make_splits(cfg, parts, fields, head, column)
 
     def label_column(self, cfg, ds) -> str | None:
         """The user's label column in a raw split (for messages)."""

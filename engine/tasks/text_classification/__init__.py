@@ -1,6 +1,6 @@
 """Text classification: a pretrained transformer (AutoModelForSequenceClassification) fine-tuned on texts, or on
 pairs of texts, with `datasets` + `DataCollatorWithPadding`; what the outputs mean is the head's (engine/tasks/
-heads.py: single-label now).
+heads/: single-label, multi-label or regression).
 
 This task claims every run the image task does not: text is the default.
 """
@@ -19,6 +19,7 @@ class TextClassification(Task):
     tag = "text-classification"
     input_kind = "text"
     maps_columns = True
+    problem_types = ("single_label_classification", "multi_label_classification", "regression")
 
     # --- detection ------------------------------------------------------------------------------------------
     def claims_run(self, cfg, model_path) -> bool:

@@ -61,13 +61,22 @@ def standardize(ds, cfg, field: str):
     labels = ds["label"]
     missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and v != v)
                or (isinstance(v, str) and not v.strip())]
-    if missing:
+    if missing and _multi_label(cfg, ds):  # an empty cell is an example with no labels
+        ds = ds.map(lambda b: {"label": ["" if v is None or v != v else v for v in b["label"]]}, batched=True)
+    elif missing:
         raise DataError(f"label_column: {len(missing)} empty/NaN labels in {field} (first at row {missing[0] + 1});"
                         " fill them in or drop those rows")
     for col in ("text", "text_pair"):
         if col in ds.column_names and any(v is None for v in ds[col]):
             ds = ds.map(lambda b: {col: ["" if v is None else str(v) for v in b[col]]}, batched=True)
     return ds
+
+
+def _multi_label(cfg, ds) -> bool:
+    from engine.tasks.heads import MultiLabel, _is_list_feature
+
+    return bool(cfg.label_separator) or cfg.problem_type == MultiLabel.problem_type or \
+        _is_list_feature(ds.features["label"])
 
 
 def _check_text(ds, text: str, label: str, field: str) -> None:

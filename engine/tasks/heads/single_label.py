@@ -1,13 +1,14 @@
-"""Heads: what a model's outputs mean, whatever its input — the labels' encoding, the loss, the scores, the
-metrics, the best-model metric and the predictions people read. The name is transformers' `config.problem_type`,
-saved with the model, so a saved model comes back with its head (and `transformers.pipeline` agrees).
-
-    single_label_classification   one class per example: softmax, cross-entropy, accuracy / macro F1
-"""
+"""Single-label classification: one class per example; softmax, (optionally weighted) cross-entropy, accuracy and
+macro F1, a confusion matrix."""
 
 from __future__ import annotations
 
 from engine.errors import DataError
+from engine.tasks.heads.base import Head, parse_weights
+
+# the largest class outnumbering the smallest by more than WATCH_RATIO earns a warning, by more than IMBALANCE_RATIO
+# a class_weights hint too
+WATCH_RATIO, IMBALANCE_RATIO = 3.0, 10.0
 
 
 # a label column with this many distinct values, more than one per two rows, holds ids or texts, not classes
@@ -23,20 +24,22 @@ def _check_classes(values: list, column: str, field: str) -> None:
     decimals = [v for v in values if isinstance(v, float) and v == v and not v.is_integer()]
     if decimals:
         raise DataError(f"label_column: column '{column}' of {field} holds decimal numbers (e.g. {decimals[0]:g}), "
-                        "not classes; a classifier needs a column of class names or whole numbers")
+                        "not classes; a classifier needs class names or whole numbers (for a number to predict, "
+                        "set problem_type: regression)")
     distinct = len(set(values))
     if distinct >= MIN_DISTINCT_FLAGGED and distinct > MAX_DISTINCT_SHARE * len(values):
         raise DataError(f"label_column: column '{column}' of {field} has {distinct:,} different values in "
                         f"{len(values):,} rows, so it holds ids or texts rather than classes; choose the column "
-                        "with the classes")
+                        "with the classes (for a number to predict, set problem_type: regression)")
 
 
-class SingleLabel:
+class SingleLabel(Head):
     """One class per example (the label column holds class names or whole numbers)."""
 
     problem_type = "single_label_classification"
     stratify = True  # the validation split keeps each class's share
     default_metric = "accuracy"
+    weighted = True
     metrics_names = ("accuracy", "f1", "precision", "recall", "loss")
     headline = ("accuracy", "f1")  # what status.json and the done event carry
     # metrics.json key -> model card name, in the order a card shows them
@@ -95,6 +98,40 @@ class SingleLabel:
             counts[names[i]] += 1
         return counts
 
+    def data_report(self, labels, names: list[str], cfg) -> tuple[dict, list[str]]:
+        """(the pre-flight report's label section, its warnings) for the encoded training labels."""
+        counts = self.counts(labels, names)
+        smallest, largest = min(counts.values()), max(counts.values())
+        warnings = []
+        if smallest == 0 or largest / smallest > WATCH_RATIO:
+            line = (f"labels are imbalanced: largest class {largest} vs smallest {smallest} examples; watch macro F1, "
+                    "not just accuracy")
+            if (smallest == 0 or largest / smallest > IMBALANCE_RATIO) and cfg.class_weights == "none":
+                line += "; consider class_weights: balanced (weighs each class by its rarity)"
+            warnings.append(line)
+        return {"label_counts": counts, "label_summary": f"**{len(names)}** labels."}, warnings
+
+    def weights(self, cfg, labels, names: list[str]) -> list[float] | None:
+        """Cross-entropy weights per class: None (unweighted), 'balanced' from the training counts (n / (k x count),
+        scikit-learn's definition) or the config's own list."""
+        weights = parse_weights(cfg, names)
+        if weights == "none":
+            return None
+        if weights == "balanced":
+            counts = list(self.counts(labels, names).values())
+            return [round(len(labels) / (len(names) * max(c, 1)), 6) for c in counts]
+        return weights
+
+    def loss_fn(self, cfg, train_labels, names: list[str], device):
+        import torch
+        import torch.nn.functional as F
+
+        weights = self.weights(cfg, train_labels, names)
+        if weights is None:
+            return None
+        w = torch.tensor(weights, dtype=torch.float32, device=device)
+        return lambda logits, labels: F.cross_entropy(logits.float(), labels, weight=w)
+
     def configure(self, config, names: list[str]) -> None:
         """Set a model config's head: label names, problem type."""
         config.num_labels = len(names)
@@ -123,6 +160,7 @@ class SingleLabel:
         return logits.float().softmax(-1)
 
     def metrics(self, labels, scores, names: list[str]) -> dict:
+        """accuracy, macro precision / recall / F1, per-class report, confusion matrix."""
         from engine.metrics import classification_metrics
 
         return classification_metrics(labels, scores.argmax(-1), names)
@@ -159,17 +197,9 @@ class SingleLabel:
         return {"predicted_label": [None if b is None else names[b] for b in best],
                 "score": [None if b is None else round(float(r[b]), 6) for b, r in zip(best, scores)]}
 
+    def predicted(self, output: dict) -> dict:
+        """What a prediction says, for --json and the REST API: the label and the scores."""
+        return {"label": next(iter(output)), "scores": output}
 
-SINGLE_LABEL = SingleLabel()
-HEADS = {SINGLE_LABEL.problem_type: SINGLE_LABEL}
-
-
-def for_data(cfg, train) -> SingleLabel:
-    """The head a run's config and standardized training split call for."""
-    return SINGLE_LABEL
-
-
-def for_config(config) -> SingleLabel:
-    """The head of a saved model (its config's problem_type; single-label when it has none)."""
-    problem = getattr(config, "problem_type", None) if not isinstance(config, dict) else config.get("problem_type")
-    return HEADS.get(problem or SINGLE_LABEL.problem_type, SINGLE_LABEL)
+    def cli_text(self, output: dict, top_k: int) -> str:
+        return "  ".join(f"{label} {p:.4f}" for label, p in list(output.items())[:top_k])

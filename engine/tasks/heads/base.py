@@ -1,0 +1,84 @@
+"""What every head shares: the metric that picks the best model, weights for imbalanced labels, and the checks of
+a run's settings against the head its data called for."""
+
+from __future__ import annotations
+
+from engine.errors import ConfigError
+
+# metrics where lower is better (all others: higher is better)
+LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "hamming_loss")
+
+
+class Head:
+    problem_type = ""
+    stratify = False
+    default_metric = "loss"
+    metrics_names: tuple = ("loss",)  # the flat numbers metrics.json repeats at its top level
+    headline: tuple = ()  # what status.json and the done event carry
+    card_metrics: tuple = ()  # metrics.json key -> model card name, in the order a card shows them
+    weighted = False  # whether class_weights apply
+
+    def metric(self, cfg) -> str:
+        """The run's metric_for_best_model ('auto': this head's default)."""
+        name = (cfg.metric_for_best_model or "auto").removeprefix("eval_")
+        return self.default_metric if name == "auto" else name
+
+    @staticmethod
+    def greater_is_better(metric: str) -> bool:
+        return metric not in LOWER_IS_BETTER
+
+    def check(self, cfg) -> None:
+        """Refuse settings this head cannot honour, each naming the field and the choices."""
+        problems = []
+        metric = self.metric(cfg)
+        if metric not in self.metrics_names:
+            problems.append(f"metric_for_best_model: '{metric}' is not a {self.problem_type} metric; use auto or one "
+                            f"of {', '.join(self.metrics_names)}")
+        if not self.weighted and str(cfg.class_weights or "none") != "none":
+            problems.append(f"class_weights: only classification weighs its labels; a {self.problem_type} run "
+                            "takes class_weights: none")
+        if problems:
+            raise ConfigError(problems)
+
+    def weights(self, cfg, train_labels, names: list[str]) -> list[float] | None:
+        """class_weights resolved to one number per label (None: unweighted)."""
+        return None
+
+    def loss_fn(self, cfg, train_labels, names: list[str], device):
+        """A training loss (logits, labels) -> scalar to use instead of the model's own, or None."""
+        return None
+
+    def tuned(self, labels, scores, names: list[str]):
+        """The head after training, with whatever it sets from the validation outputs (multi-label: thresholds)."""
+        return self
+
+    def saved_settings(self) -> dict:
+        """Extra model-config attributes this head saves with the model (thresholds, label range)."""
+        return {}
+
+    def close_calls(self, logits, margin: float):
+        """Rows where bf16 rounding could change the prediction (re-checked in fp32); none by default."""
+        import torch
+
+        return torch.zeros(0, dtype=torch.long)
+
+    def data_warnings(self, report: dict, cfg) -> list[str]:
+        return []
+
+
+def parse_weights(cfg, names: list[str], what: str = "class") -> list[float] | str:
+    """class_weights as 'none', 'balanced' or one positive number per label (in label order)."""
+    value = cfg.class_weights
+    if value in (None, "", "none", "balanced"):
+        return value or "none"
+    items = value if isinstance(value, (list, tuple)) else str(value).strip("[] ").split(",")
+    try:
+        weights = [float(v) for v in items]
+    except (TypeError, ValueError):
+        raise ConfigError(f"class_weights: '{value}' is not none, balanced or a list of numbers") from None
+    if len(weights) != len(names):
+        raise ConfigError(f"class_weights: {len(weights)} weights for {len(names)} {what}es "
+                          f"({', '.join(names[:10])}); give one per {what}, in that order")
+    if any(not w > 0 for w in weights):
+        raise ConfigError("class_weights: every weight must be a positive number")
+    return weights

@@ -254,7 +254,8 @@ def _parser() -> argparse.ArgumentParser:
                      "line may rebuild models from a pkg.mod:Class (user code)")
     p.add_argument("--text_column", help="column of --input holding the text (default: 'text' or a guess)")
     p.add_argument("--output", help="where to write the predictions file (default: <input>.predictions.<ext>)")
-    p.add_argument("--top_k", type=int, default=5, help="labels to print per text")
+    p.add_argument("--top_k", type=int, default=5, help="label scores to print per text (multi-label: the labels "
+                   "over their thresholds come first, then the scores)")
     p.add_argument("--max_length", type=int, help="truncate texts to this many tokens (default: the run's)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
@@ -284,13 +285,16 @@ def main(argv: list[str] | None = None) -> int:
                   "texts/s)", file=sys.stderr)
             return 0
         for item in args.text or args.image:
-            probs = predictor.predict_text(args.model, item, args.revision, max_length=args.max_length) if args.text \
-                else predictor.predict_image(args.model, item, args.revision)
-            top = dict(list(probs.items())[:args.top_k])
+            output = predictor.predict_text(args.model, item, args.revision, max_length=args.max_length) \
+                if args.text else predictor.predict_image(args.model, item, args.revision)
+            head = predictor.load(args.model, args.revision).head  # what the output means: its model's head
             if args.json:
-                print(json.dumps({"label": next(iter(top)), "scores": top}))
+                said = head.predicted(output)
+                if "scores" in said:
+                    said["scores"] = dict(list(said["scores"].items())[:args.top_k])
+                print(json.dumps(said))
             else:
-                print("  ".join(f"{label} {p:.4f}" for label, p in top.items()))
+                print(head.cli_text(output, args.top_k))
     except ConfigError as e:
         return report(e)
     return 0

@@ -1,5 +1,6 @@
 """File prediction: stream a csv / jsonl / parquet file through a Predictor in chunks, write it back with
-`predicted_label` and `score` columns.
+the columns of the model's head: `predicted_label` and `score` (single-label), `predicted_labels` and a
+`score_<label>` per label (multi-label), `prediction` (regression).
 
 Only one chunk (default 1,024 rows) is in memory at a time, so a file larger than memory works. The output is
 written to a temporary name and renamed into place at the end: a failed run never leaves a half file behind.
@@ -175,7 +176,7 @@ def predict_file(predictor, name: str, input_path: str | os.PathLike, output_pat
                  text_column: str | None = None, revision: str | None = "main", *, chunk_rows: int = 1024,
                  progress: Progress = _noop, max_length: int | None = None,
                  precision: str | None = None) -> FileResult:
-    """Write `input_path` with predicted_label and score columns to `output_path` (default: <stem>.predictions.ext).
+    """Write `input_path` with the head's prediction columns to `output_path` (default: <stem>.predictions.ext).
 
     Rows with an empty text get an empty label and no score. Progress goes to `progress(fraction, message)`.
     """

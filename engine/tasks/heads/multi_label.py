@@ -55,6 +55,19 @@ def f1_table(truth, pred) -> dict:
             "micro": (float(p_micro), float(r_micro), float(f_micro))}
 
 
+def _check_separator(ds, cfg, column: str, field: str) -> None:
+    """Text cells without label_separator would make each whole cell one label: refuse when they look like
+    several labels joined by a common separator, naming it."""
+    if cfg.label_separator or _is_list_feature(ds.features["label"]):
+        return
+    cells = [v for v in ds["label"][:1000] if isinstance(v, str)]
+    for sep in ("|", ";", ","):
+        if sum(sep in v for v in cells) > len(cells) / 10:
+            raise DataError(f"label_column: cells of '{column}' in {field} look like several labels joined by "
+                            f"'{sep}' (e.g. {next(v for v in cells if sep in v)[:60]!r}); set label_separator: "
+                            f"'{sep}'")
+
+
 class MultiLabel(Head):
     """Any number of labels per example: the label column holds lists, or strings split by label_separator."""
 
@@ -77,6 +90,7 @@ class MultiLabel(Head):
         """Label names from the training split (sorted), every split's labels as a 0/1 vector over them."""
         import datasets
 
+        _check_separator(parts["train"], cfg, column, fields["train"])
         train_sets = label_sets(parts["train"], cfg)
         names = sorted({label for labels in train_sets for label in labels})
         if len(names) < 2:
@@ -260,8 +274,9 @@ class MultiLabel(Head):
         return f"labels: {', '.join(picked) or '(none)'}  |  {top}"
 
     def file_columns(self, scores, names: list[str]) -> dict[str, list]:
-        """labels (those over their thresholds, '|'-joined, best first) and each label's score."""
-        cols = {"labels": [None if r is None else "|".join(self.chosen(r, names)) for r in scores]}
+        """predicted_labels (those over their thresholds, '|'-joined, best first; not `labels`, which is what a
+        file of examples usually calls its true labels) and each label's score."""
+        cols = {"predicted_labels": [None if r is None else "|".join(self.chosen(r, names)) for r in scores]}
         for j, name in enumerate(names):
             cols[f"score_{name}"] = [None if r is None else round(float(r[j]), 6) for r in scores]
         return cols

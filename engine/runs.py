@@ -79,13 +79,16 @@ def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
         cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         cfg = {}
-    val = (read_json(run.metrics, {}) or {}).get("validation") or {}
+    metrics = read_json(run.metrics, {}) or {}
+    val = metrics.get("validation") or {}
     name = run.path.name
     if runs_dir is not None and run.path.is_relative_to(runs_dir):
         name = str(run.path.relative_to(runs_dir))
     return {"name": name, "path": str(run.path), "state": status.get("state") or "prepared",
             "model": cfg.get("model_name_or_path"), "data": cfg.get("dataset_name") or cfg.get("train_file"),
             "accuracy": val.get("accuracy"), "f1": val.get("f1"), "step": status.get("step"),
+            # the metric that picked the best model (accuracy, f1_micro, r2, ...) and its validation value
+            "metric": metrics.get("metric_for_best_model"), "score": val.get(metrics.get("metric_for_best_model")),
             "total_steps": status.get("total_steps"), "error": status.get("error")}
 
 
@@ -114,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no runs in {args.runs_dir}")
         return 0
-    head = ("name", "state", "model", "data", "accuracy", "step")
+    head = ("name", "state", "model", "data", "validation", "step")
     table = [[r["name"], r["state"], Path(str(r["model"] or "")).name or "-", Path(str(r["data"] or "")).name or "-",
-              f"{r['accuracy']:.4f}" if isinstance(r["accuracy"], (int, float)) else "-",
+              f"{r['metric']} {r['score']:.4f}" if isinstance(r["score"], (int, float)) else "-",
               f"{r['step'] or 0}/{r['total_steps'] or '?'}"] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
     for row in [head, *table]:

@@ -60,9 +60,12 @@ def test_bench_and_cli_list_the_same_runs(tmp_path, tiny_run):
     assert set(rows) == {"bbc", "broken", "search/trial-1"}
     assert rows["broken"]["state"] == "failed" and rows["broken"]["error"] == "KeyError: 'text'"
     assert rows["bbc"]["state"] == "done" and 0 < rows["bbc"]["accuracy"] <= 1
+    # the column is the run's own best-model metric: accuracy here, f1_micro or r2 for other heads
+    assert rows["bbc"]["metric"] == "accuracy" and rows["bbc"]["score"] == rows["bbc"]["accuracy"]
     table = subprocess.run([sys.executable, "-m", "engine.runs", str(runs)], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
-    assert table.stdout.splitlines()[0].split() == ["name", "state", "model", "data", "accuracy", "step"]
+    assert table.stdout.splitlines()[0].split() == ["name", "state", "model", "data", "validation", "step"]
+    assert f"accuracy {rows['bbc']['accuracy']:.4f}" in table.stdout
     bad = subprocess.run([sys.executable, "-m", "engine.runs", str(runs / "nope")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("hubtune: error: runs_dir:")

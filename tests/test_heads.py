@@ -233,3 +233,11 @@ def test_bad_head_settings_are_one_line_and_exit_2(data_dir, tmp_path, capsys, w
     assert code == 2, err
     assert any(fragment in line for line in err), err
     assert not out.exists() or not (out / "events.jsonl").exists(), "nothing written for bad input"
+
+
+def test_image_runs_refuse_other_heads(tmp_path, capsys):
+    code = main(["--dataset_name", "bundled:digits", "--model_name_or_path", "mlp", "--problem_type", "regression",
+                 "--output_dir", str(tmp_path / "digits"), "--max_steps", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("hubtune: error: problem_type: image-classification runs are "
+                                            "single_label_classification, not regression"), err

@@ -175,6 +175,10 @@ def test_label_separator_reads_multi_label_strings(data_dir, tmp_path):
     lists = load_splits(TrainConfig.from_dict({"train_file": str(data_dir / "mesh.jsonl"),
                                                "output_dir": str(tmp_path), "label_column": "labels"}))
     assert lists.label_names == splits.label_names
+    pd.read_json(data_dir / "mesh.jsonl", lines=True).to_parquet(tmp_path / "mesh.parquet")
+    parquet = load_splits(TrainConfig.from_dict({"train_file": str(tmp_path / "mesh.parquet"),
+                                                 "output_dir": str(tmp_path), "label_column": "labels"}))
+    assert parquet.label_names == splits.label_names and len(parquet.train) == len(lists.train)
     # abstracts without any of the six headings are examples with no labels, not missing data
     assert min(sum(v) for v in splits.train["label"]) == 0
 

@@ -3,7 +3,7 @@ a run's settings against the head its data called for."""
 
 from __future__ import annotations
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError
 
 # metrics where lower is better (all others: higher is better)
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "hamming_loss")
@@ -82,3 +82,11 @@ def parse_weights(cfg, names: list[str], what: str = "class") -> list[float] | s
     if any(not w > 0 for w in weights):
         raise ConfigError("class_weights: every weight must be a positive number")
     return weights
+
+
+def refuse_unseen(seen: set, names: list[str], field: str) -> None:
+    """A validation or test split may only hold labels the training split has."""
+    unknown = sorted(seen - set(names))
+    if unknown:
+        raise DataError(f"label_column: {field} has labels not seen in training: {', '.join(unknown[:5])}; every "
+                        "label needs training examples")

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 
 from engine.errors import DataError
-from engine.tasks.heads.base import Head, parse_weights
+from engine.tasks.heads.base import Head, parse_weights, refuse_unseen
 
 DEFAULT_THRESHOLD = 0.5
 # candidate thresholds tuned per label: the validation F1 of each is computed, the best kept
@@ -105,10 +105,7 @@ class MultiLabel(Head):
             if ds is None:
                 continue
             sets = train_sets if split == "train" else label_sets(ds, cfg)
-            unknown = sorted({label for labels in sets for label in labels} - set(names))
-            if unknown:
-                raise DataError(f"label_column: {fields[split]} has labels not seen in training: "
-                                f"{', '.join(unknown[:5])}; every label needs training examples")
+            refuse_unseen({label for labels in sets for label in labels}, names, fields[split])
             vectors = []
             for labels in sets:
                 row = [0.0] * len(names)

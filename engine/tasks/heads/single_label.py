@@ -4,7 +4,7 @@ macro F1, a confusion matrix."""
 from __future__ import annotations
 
 from engine.errors import DataError
-from engine.tasks.heads.base import Head, parse_weights
+from engine.tasks.heads.base import Head, parse_weights, refuse_unseen
 
 # the largest class outnumbering the smallest by more than WATCH_RATIO earns a warning, by more than IMBALANCE_RATIO
 # a class_weights hint too
@@ -76,10 +76,7 @@ class SingleLabel(Head):
                     raise DataError(f"label_column: {split} labels {ds.features['label'].names} differ from "
                                     f"training labels {names}")
                 continue
-            unknown = sorted({str(v) for v in ds["label"]} - set(names))
-            if unknown:
-                raise DataError(f"label_column: {fields[split]} has labels not seen in training: "
-                                f"{', '.join(unknown[:5])}; every label needs training examples")
+            refuse_unseen({str(v) for v in ds["label"]}, names, fields[split])
             ds = ds.map(lambda b: {"label": [str(v) for v in b["label"]]}, batched=True)
             features = ds.features.copy()
             features["label"] = datasets.Value("string")

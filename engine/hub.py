@@ -82,7 +82,7 @@ def push_run(run_dir, repo_id: str, token=None, private: bool = False, revision:
     Nothing in the run directory is changed, so a failed push can simply be repeated.
     """
     from engine.events import RunDir
-    from engine.plots import confusion_matrix_png, loss_curve_png
+    from engine.modelcard import card_plots
 
     repo_id = check_push_id(repo_id, "repo")
     if revision is not None and not revision.strip():
@@ -98,8 +98,10 @@ def push_run(run_dir, repo_id: str, token=None, private: bool = False, revision:
             out: dict = {p.relative_to(run.model).as_posix(): p for p in sorted(run.model.rglob("*")) if p.is_file()}
             out["config.yaml"] = run.config
             out["metrics.json"] = run.metrics
-            out["confusion_matrix.png"] = confusion_matrix_png(run.path, tmp)
-            out["loss_curve.png"] = loss_curve_png(run.path, tmp)
+            # the pictures the card links, those only: a confusion matrix for single-label runs, the
+            # predicted-vs-true scatter plot for regression, the loss curve for all
+            for name, draw in card_plots(run.path).items():
+                out[name] = draw(run.path, tmp)
             out["README.md"] = str(build_model_card(run.path, repo_id=full_id, license=license)).encode("utf-8")
             return out
 

@@ -18,6 +18,10 @@ HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_steps", "per_device
                    "gradient_accumulation_steps", "max_seq_length", "lr_scheduler_type", "warmup_steps",
                    "warmup_ratio", "weight_decay", "max_grad_norm", "mixed_precision", "group_by_length", "seed",
                    "eval_strategy", "metric_for_best_model", "max_train_samples", "max_eval_samples")
+HEAD_SETTINGS = (("problem_type", "auto"), ("label_separator", None), ("class_weights", "none"))
+SCATTER = "predictions_scatter.png"
+# short evaluation-table column names (the card name otherwise)
+EVAL_COLUMNS = {"accuracy": "accuracy", "f1": "macro F1", "f1_micro": "micro F1"}
 LIBRARIES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "safetensors", "huggingface_hub")
 
 
@@ -89,6 +93,95 @@ def _task(run: RunDir):
         return tasks.get(tasks.DEFAULT)
 
 
+def _head(run: RunDir, metrics: dict):
+    """The head of the run's saved model (engine.tasks.heads, from its config.json: thresholds, label range);
+    without a readable model config, the one metrics.json's problem_type names (thresholds from its validation)."""
+    from engine.tasks import heads, model_config
+
+    try:
+        return heads.for_config(model_config(run.model))
+    except Exception:  # noqa: BLE001 - no model config: rebuilt from what metrics.json recorded
+        val = metrics.get("validation") or {}
+        labels = val.get("labels") or []
+        config = {"problem_type": metrics.get("problem_type"), "id2label": dict(enumerate(labels)),
+                  "thresholds": val.get("thresholds")}
+        return heads.for_config({k: v for k, v in config.items() if v})
+
+
+def card_plots(run_dir) -> dict:
+    """{file name in the repo: draw(run_dir, out_dir) -> PNG path} for the pictures the run's card links; engine.hub
+    pushes exactly these, so a card never links a missing image."""
+    from engine import plots
+
+    run = RunDir(run_dir)
+    val = (read_json(run.metrics, default={}) or {}).get("validation") or {}
+    out = {}
+    if val.get("confusion_matrix") and val.get("labels"):
+        out["confusion_matrix.png"] = plots.confusion_matrix_png
+    if "rmse" in val and run.predictions.exists():  # regression: predicted against true values
+        out[SCATTER] = plots.scatter_png
+    out["loss_curve.png"] = plots.loss_curve_png
+    return out
+
+
+def _kind_of_model(kind, head) -> str:
+    """'A text classifier', 'A multi-label text classifier', 'A text regression model', 'An image classifier'."""
+    problem = getattr(head, "problem_type", "")
+    words = {"regression": f"{kind.input_kind} regression model",
+             "multi_label_classification": f"multi-label {kind.input_kind} classifier"}
+    what = words.get(problem, f"{kind.input_kind} classifier")
+    return f"{'An' if what[0] in 'aeiou' else 'A'} {what}"
+
+
+def _summary(head, labels: list[str]) -> str:
+    """What the model outputs, for the card's first paragraph."""
+    problem = getattr(head, "problem_type", "")
+    if problem == "regression":
+        seen = getattr(head, "label_range", None)
+        seen = f"; training labels ranged from {seen[0]:g} to {seen[1]:g}" if seen else ""
+        return f"it predicts one number, `{labels[0] if labels else 'label'}`{seen}"
+    listed = f"{len(labels)} labels: {', '.join(f'`{lab}`' for lab in labels)}"
+    if problem == "multi_label_classification":
+        return f"{listed}; an example may have any number of them, none included"
+    return listed
+
+
+def _per_label(head, val: dict) -> str:
+    """The per-class section: single-label report + confusion matrix, multi-label report with each label's
+    threshold, regression's predicted-vs-true scatter plot."""
+    problem = getattr(head, "problem_type", "")
+    if problem == "regression":
+        return ("## Predictions\n\nPredicted against true values on the validation split (the dashed line is a "
+                f"perfect model):\n\n![Predicted vs true]({SCATTER})")
+    report = val.get("per_class") or {}
+    if problem == "multi_label_classification":
+        saved = dict(zip(head.names or [], head.thresholds or [])) or val.get("thresholds") or {}
+        rows = [[lab, f"{float(saved.get(lab, 0.5)):.2f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}",
+                 f"{r['f1-score']:.4f}", r["support"]] for lab, r in report.items()]
+        return ("## Per-label report\n\nA label is predicted when its sigmoid score reaches its threshold. Each "
+                "threshold was tuned on the validation split for that label's best F1 and is saved in the model's "
+                "`config.json` as `thresholds` (`model.config.thresholds`); the numbers below use them.\n\n"
+                + _table(["label", "threshold", "precision", "recall", "f1", "support"], rows))
+    rows = [[lab, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1-score']:.4f}", r["support"]]
+            for lab, r in report.items()]
+    return ("## Per-class report\n\n" + _table(["label", "precision", "recall", "f1", "support"], rows)
+            + "\n\n![Confusion matrix](confusion_matrix.png)")
+
+
+def _class_weights(cfg: dict, metrics: dict) -> str:
+    """The class_weights setting and the weight each label got, when set ('' otherwise)."""
+    setting = cfg.get("class_weights")
+    if str(setting or "none") == "none":
+        return ""
+    resolved = metrics.get("class_weights") or {}
+    what = ("BCE `pos_weight` per label" if metrics.get("problem_type") == "multi_label_classification"
+            else "cross-entropy weight per class")
+    rows = [[lab, f"{float(w):.4g}"] for lab, w in resolved.items()]
+    source = ", from the training split's counts" if setting == "balanced" else ""
+    return (f"\n\nClass weights: `{setting}` ({what}{source}):\n\n"
+            + _table(["label", "weight"], rows)) if rows else f"\n\nClass weights: `{setting}`."
+
+
 def _caution(val: dict, split: str) -> str:
     """A warning paragraph for a model that gives (almost) every example one label, else ''. A reader of the card
     decides whether to use the model: a one-class predictor must say so before its numbers."""
@@ -118,8 +211,8 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     split = "validation"
     kind = _task(run)
     task = kind.tag
-    headline = [("accuracy", "Accuracy"), ("f1", "F1 (macro)"), ("precision", "Precision (macro)"),
-                ("recall", "Recall (macro)")]
+    head = _head(run, metrics)
+    headline = list(head.card_metrics)
     results = [EvalResult(task_type=task, task_name=task.replace("-", " ").title(), dataset_type=ds_type,
                           dataset_name=ds_name, dataset_split=split, metric_type=key, metric_name=label,
                           metric_value=round(float(val[key]), 4))
@@ -131,11 +224,16 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
         model_name=name, eval_results=results)
 
     labels = val.get("labels") or list(val.get("per_class", {}))
-    per_class = [[lab, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1-score']:.4f}", r["support"]]
-                 for lab, r in (val.get("per_class") or {}).items()]
-    evals = [[e["step"], f"{e.get('eval_loss', float('nan')):.4f}", f"{e.get('eval_accuracy', float('nan')):.4f}",
-              f"{e.get('eval_f1', float('nan')):.4f}"] for e in run.iter_events() if e.get("type") == "eval"]
+    names = dict(headline)
+    columns = [EVAL_COLUMNS.get(k, names.get(k, k)) for k in head.headline]
+    evals = [[e["step"], f"{e.get('eval_loss', float('nan')):.4f}",
+              *(f"{e.get(f'eval_{k}', float('nan')):.4f}" for k in head.headline)]
+             for e in run.iter_events() if e.get("type") == "eval"]
     hyper = [[k, f"`{cfg[k]}`"] for k in HYPERPARAMETERS if k in cfg and cfg[k] is not None]
+    # the head's settings, where a run chose them (a default single-label card stays as it was)
+    hyper += [[k, f"`{cfg[k]}`"] for k, default in HEAD_SETTINGS if cfg.get(k) not in (None, default)]
+    if head.problem_type != "single_label_classification" and cfg.get("problem_type") in (None, "auto"):
+        hyper.append(["problem_type", f"`auto` (resolved: `{head.problem_type}`)"])
     caution = _caution(val, split)
     world = int(status.get("world_size") or 1)
     launcher = ("python -m engine.train" if world == 1 else
@@ -145,9 +243,9 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     body = f"""
 # {name}
 
-{"An" if kind.input_kind[0] in "aeiou" else "A"} {kind.input_kind} classifier \
+{_kind_of_model(kind, head)} \
 {"trained" if base in ("mlp", "vit-tiny") or ":" in base else "fine-tuned"} from {base_link} on {ds_name} with hubtune \
-({len(labels)} labels: {", ".join(f"`{lab}`" for lab in labels)}).
+({_summary(head, labels)}).
 
 ## Results
 
@@ -155,23 +253,19 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
 {metrics.get("best_step")} of {metrics.get("steps")}:
 
 {_table(["metric", "value"], [[label, f"{val[key]:.4f}"] for key, label in headline if key in val]
-        + [["Loss", f"{val.get('loss', float('nan')):.4f}"]])}
+        + [["Loss", f"{val.get('loss', float('nan')):.4f}"]])}{_class_weights(cfg, metrics)}
 
 ## Usage
 
-{kind.usage(usage_id, run)}
+{kind.usage(usage_id, run, head)}
 
-## Per-class report
-
-{_table(["label", "precision", "recall", "f1", "support"], per_class)}
-
-![Confusion matrix](confusion_matrix.png)
+{_per_label(head, val)}
 
 ## Training curve
 
 ![Loss curve](loss_curve.png)
 
-{_table(["step", "validation loss", "accuracy", "macro F1"], evals) if evals else "(no evaluations logged)"}
+{_table(["step", "validation loss", *columns], evals) if evals else "(no evaluations logged)"}
 
 ## Hyperparameters
 

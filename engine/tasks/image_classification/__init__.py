@@ -124,7 +124,7 @@ class ImageClassification(Task):
 
         return timing(cfg, prepared)
 
-    def usage(self, usage_id: str, run) -> str:
+    def usage(self, usage_id: str, run, head=None) -> str:
         if models.is_custom_dir(run.model):
             # a hubtune mlp / pkg.mod:Class model: rebuilt by hubtune (user modules on the command line only)
             return f"""```bash

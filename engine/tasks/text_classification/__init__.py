@@ -118,12 +118,38 @@ class TextClassification(Task):
 
         return timing(cfg, prepared, section.pop("lengths"))
 
-    def usage(self, usage_id: str, run) -> str:
+    def usage(self, usage_id: str, run, head=None) -> str:
+        """The card's snippet for `transformers.pipeline`, as the model's head reads its outputs: softmax scores
+        (single-label), a sigmoid per label compared with the thresholds saved in config.json (multi-label), the
+        raw output, which is the predicted number (regression: the pipeline applies no function for that
+        problem_type; function_to_apply="none" says so)."""
+        problem = getattr(head, "problem_type", None)
+        text = "Shares rose after the company reported record profits."
+        if problem == "multi_label_classification":
+            return f"""```python
+from transformers import pipeline
+
+classifier = pipeline("text-classification", model="{usage_id}", top_k=None, truncation=True)
+thresholds = classifier.model.config.thresholds  # {{label: threshold}}, tuned on the validation split
+# one list per text: every label with its sigmoid score, highest first
+scores = classifier(["{text}"])[0]
+labels = [s["label"] for s in scores if s["score"] >= thresholds[s["label"]]]
+print(labels, scores)
+```"""
+        if problem == "regression":
+            return f"""```python
+from transformers import pipeline
+
+regressor = pipeline("text-classification", model="{usage_id}", function_to_apply="none", truncation=True)
+# the score is the predicted number itself (no sigmoid, no softmax)
+prediction = regressor("{text}")[0]["score"]
+print(prediction, "training labels ranged over", getattr(regressor.model.config, "label_range", None))
+```"""
         return f"""```python
 from transformers import pipeline
 
 classifier = pipeline("text-classification", model="{usage_id}")
-print(classifier("Shares rose after the company reported record profits."))
+print(classifier("{text}"))
 ```"""
 
 

@@ -341,7 +341,7 @@ class JobManager:
             "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
             "queue_position": queue.index(name) + 1 if name in queue else None,
             "base_model": cfg.get("model_name_or_path"), "dataset": _data_label(cfg),
-            "best_metric": metrics.get("best_metric"), "metric": cfg.get("metric_for_best_model"),
+            "best_metric": metrics.get("best_metric"), "metric": metrics.get("metric_for_best_model") or cfg.get("metric_for_best_model"),
             "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"),
         }
 

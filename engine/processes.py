@@ -72,7 +72,15 @@ def error_line(log: Path) -> str | None:
     root = root_cause(lines)
     if root:
         return root
-    exceptions = [line.strip() for line in lines if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line)]
+    # accelerate 1.16's launcher re-raises a failed child as "RuntimeError: <the child's stderr>": that first line
+    # repeats one printed earlier in the log, and is no exception of the child's own
+    earlier: set[str] = set()
+    exceptions = []
+    for line in lines:
+        if re.match(r"^\s*[\w.]+(Error|Exception|Interrupt)\b.*:", line) and \
+                line.split(":", 1)[1].strip() not in earlier:
+            exceptions.append(line.strip())
+        earlier.add(line.strip())
     own = [line for line in exceptions if not line.startswith(LAUNCHER_ERRORS)]
     if own:
         return own[-1][:500]

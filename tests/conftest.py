@@ -74,7 +74,7 @@ from _app_fixtures import browser  # noqa: E402,F401
 # --no-loadscope-reorder keeps this order), and a worker takes the next file when it is almost out of tests:
 # long ones started early end together instead of one worker finishing alone.
 LONGEST_FIRST = ["test_ddp_repeat.py", "test_crash_resume.py", "test_jobs.py", "test_browser_trust.py",
-                 "test_bench.py", "test_heads.py", "test_hub_heads.py", "test_hub.py", "test_browser_train.py", "test_browser_run_view.py", "test_secrets.py",
+                 "test_bench.py", "test_heads.py", "test_hub_heads.py", "test_hub.py", "test_browser_train.py", "test_browser_run_view.py", "test_browser_heads.py", "test_secrets.py",
                  "test_browser_images.py"]
 
 

@@ -54,14 +54,15 @@ def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
 
 
 def run_label(run: RunDir, runs_dir: Path) -> str:
-    """'bbc · accuracy 0.912 · 5 labels' for the model picker."""
+    """'bbc · accuracy 0.912 · 5 labels' for the model picker ('vader · R² 0.412 · 1 labels' for regression)."""
     name = str(run.path.relative_to(runs_dir)) if run.path.is_relative_to(runs_dir) else run.path.name
     parts = [name]
-    val = (read_json(run.metrics, {}) or {}).get("validation") or {}
-    if isinstance(val.get("accuracy"), (int, float)):
-        parts.append(f"accuracy {val['accuracy']:.3f}")
+    from ui.heads_view import headline_text
+
+    if scores := headline_text(read_json(run.metrics, {}) or {}, count=1):  # the head's first metric
+        parts.append(scores)
     id2label = (read_json(run.model / "config.json", {}) or {}).get("id2label") or {}
-    if id2label:
+    if len(id2label) > 1:  # a regression model's one output is no label count
         parts.append(f"{len(id2label)} labels")
     return " · ".join(parts)
 

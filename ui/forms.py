@@ -111,8 +111,11 @@ def _float_step(spec: Spec) -> float:
     return 1e-6 if (spec.maximum or 1) <= 1 else 0.1
 
 
-def build_form(exclude: typing.Iterable[str] = (), values: dict | None = None) -> dict[str, gr.components.Component]:
-    """Render every field (inside the current Blocks), one accordion per group; returns {field name: component}."""
+def build_form(exclude: typing.Iterable[str] = (), values: dict | None = None,
+               hints: dict | None = None) -> dict[str, gr.components.Component]:
+    """Render every field (inside the current Blocks), one accordion per group; returns {field name: component}.
+    `hints` ({field name: None}) asks for a hidden Markdown under that field's row, filled in as
+    {field name: gr.Markdown} (a check's advice about the field shows there: `hint_update`)."""
     specs = field_specs(exclude=exclude)
     values = values or {}
     out: dict[str, gr.components.Component] = {}
@@ -126,7 +129,17 @@ def build_form(exclude: typing.Iterable[str] = (), values: dict | None = None) -
                 with gr.Row():
                     for spec in members[i:i + 2]:
                         out[spec.name] = component_for(spec, values.get(spec.name))
+                for spec in members[i:i + 2]:
+                    if hints is not None and spec.name in hints:
+                        hints[spec.name] = gr.Markdown(visible=False, elem_id=f"cfg-{spec.name}-hint")
     return out
+
+
+def hint_update(field: str, lines: typing.Iterable[str]) -> dict:
+    """The hint under `field`: the lines (a check's warnings) that propose a value for it ('field: value'),
+    hidden when none does."""
+    found = [line for line in lines if f"{field}:" in line]
+    return gr.update(value="\n\n".join(f"⚠️ {line}" for line in found), visible=bool(found))
 
 
 def form_values(names: list[str], widget_values: typing.Sequence) -> dict:

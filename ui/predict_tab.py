@@ -1,6 +1,8 @@
 """Prediction tab: pick a model (a finished run or a Hub id at a revision), classify text, a file, or compare two.
 
-API (gradio_client, like any Space): /predict (text, model, revision) -> (label, note);
+API (gradio_client, like any Space): /predict (text, model, revision) -> (label, note); the label is gr.Label's
+{label, confidences}: the top class (single-label), every label over its threshold as "a, b" with all scores
+(multi-label), or "0.41  (training range -4 to 4)" without scores (regression; ui/heads_view.prediction);
 /predict_file (file, model, revision, text_column) -> (predictions file, preview, note);
 /compare (text, model_a, revision_a, model_b, revision_b) -> (label_a, label_b, note);
 /list_models () -> picker update; /model_info (model, revision) -> (info, widget visibility...);
@@ -23,7 +25,7 @@ from engine.events import read_json
 from engine.metrics import one_class_warning
 from engine import tasks
 from engine.predict import check_text, shared_predictor
-from ui import examples, predict_images
+from ui import examples, heads_view, predict_images
 from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
@@ -34,6 +36,9 @@ CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "4"))
 # the preview pins predicted_label and score first and shows PREVIEW_SHOWN characters of a cell (a click shows
 # more), so one long text cannot push the other columns out of view; cells reach the page cut to PREVIEW_CHARS
 PREVIEW_FIRST = ("predicted_label", "score")
+# what the other heads write (engine/predict_files.py): multi-label predicted_labels and score_<label> columns,
+# regression prediction
+PREVIEW_HEAD_FIRST = ("predicted_labels", "prediction")
 PREVIEW_SHOWN = 60
 PREVIEW_CHARS = 500
 # Timed on the 2-core CPU this app is developed on (bf16; once with an empty HF cache, once with others' jobs
@@ -64,20 +69,25 @@ def model_choices(runs_dir: Path, value: str | None = None) -> dict:
     return gr.update(choices=runs, value=value)
 
 
-def _note(name: str, revision: str, lm, tokens: int, truncated: bool) -> str:
+def _note(name: str, revision: str, lm, tokens: int, truncated: bool, said: str = "") -> str:
     where = "" if Path(name).expanduser().exists() else f" @ {revision or 'main'}"
     cut = f" — **text truncated** to the first {tokens} tokens" if truncated else f" — {tokens} tokens"
-    return f"`{name}`{where}: {len(lm.labels)} labels{cut}"
+    return (f"{said}\n\n" if said else "") + f"`{name}`{where}: {_outputs(lm)}{cut}"
+
+
+def _outputs(lm) -> str:
+    return f"{len(lm.labels)} labels" if len(lm.labels) > 1 else f"one output ({lm.labels[0]})"
 
 
 @ui_errors
 def predict(text: str, model: str, revision: str, progress=gr.Progress()):
-    """Labels with probabilities for one text."""
+    """Labels with probabilities for one text (multi-label: the labels over their thresholds, with every score;
+    regression: the number beside the training range; ui/heads_view.prediction)."""
     text = check_text(text)
     predictor = shared_predictor()
     lm = predictor.load(model, revision, progress_adapter(progress))
-    probs = predictor.predict_text(model, text, revision)
-    return probs, _note(model, revision, lm, *predictor.tokens_used(lm, text))
+    shown, said = heads_view.prediction(lm.head, predictor.predict_text(model, text, revision))
+    return shown, _note(model, revision, lm, *predictor.tokens_used(lm, text), said)
 
 
 @ui_errors
@@ -86,12 +96,15 @@ def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: 
     text = check_text(text)
     predictor = shared_predictor()
     report = progress_adapter(progress)
-    out, notes = [], []
+    out, notes, decisions = [], [], []
     for side, (model, revision) in (("A", (model_a, revision_a)), ("B", (model_b, revision_b))):
         lm = predictor.load(model, revision, report)
-        out.append(predictor.predict_text(model, text, revision))
-        notes.append(f"{side}: {_note(model, revision, lm, *predictor.tokens_used(lm, text))}")
-    agree = next(iter(out[0])) == next(iter(out[1]))
+        output = predictor.predict_text(model, text, revision)
+        shown, said = heads_view.prediction(lm.head, output)
+        out.append(shown)
+        decisions.append(heads_view.decision(lm.head, output))
+        notes.append(f"{side}: {_note(model, revision, lm, *predictor.tokens_used(lm, text), said)}")
+    agree = decisions[0] == decisions[1]
     notes.append("The two models **agree**." if agree else "The two models **disagree**.")
     return out[0], out[1], "\n\n".join(notes)
 
@@ -116,7 +129,8 @@ def preview_table(df):
     text cells cut to PREVIEW_CHARS characters."""
     import pandas as pd
 
-    first = [c for c in PREVIEW_FIRST if c in df.columns]
+    scores = [c for c in df.columns if str(c).startswith("score_")]  # a multi-label file's per-label scores
+    first = [c for c in (*PREVIEW_FIRST, *PREVIEW_HEAD_FIRST) if c in df.columns] + scores
     df = df[first + [c for c in df.columns if c not in first]].copy()
 
     def cut(value):
@@ -150,8 +164,7 @@ def model_info(model: str, revision: str):
             try:
                 task = tasks.for_model(path)
                 kind = task.input_kind
-                labels = list((json.loads((path / "config.json").read_text()).get("id2label") or {}).values())
-                info = f"{task.tag}: {', '.join(map(str, labels[:12]))}{' …' if len(labels) > 12 else ''}"
+                info = f"{task.tag}: {heads_view.describe(json.loads((path / 'config.json').read_text()))}"
                 warning = _one_class(model)
                 if warning:
                     info += f"\n\n⚠️ **Predicts one class only**: {warning}"
@@ -207,7 +220,7 @@ def build(ctx: AppContext) -> None:
         with gr.Row():
             go = gr.Button("Predict", variant="primary", elem_id="predict-button")
             gr.ClearButton([text])
-        label = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-label")
+        label = heads_view.prediction_label(num_top_classes=5, label="Prediction", elem_id="predict-label")
         note = gr.Markdown(label="details", elem_id="predict-note")
         text_examples = gr.Dataset(components=["textbox", "textbox"], headers=["Text", "True label"], samples=[],
                                    label="Examples from this run's validation data (click one to fill the text box)",
@@ -239,8 +252,8 @@ def build(ctx: AppContext) -> None:
                 revision_b = gr.Textbox("main", label="Revision B", scale=1)
             go_compare = gr.Button("Compare", elem_id="compare-button")
             with gr.Row():
-                label_a = gr.Label(num_top_classes=5, label="Model A")
-                label_b = gr.Label(num_top_classes=5, label="Model B")
+                label_a = heads_view.prediction_label(num_top_classes=5, label="Model A")
+                label_b = heads_view.prediction_label(num_top_classes=5, label="Model B")
             compare_note = gr.Markdown(label="details")
 
     ctx.components.update({"prediction.model": model, "prediction.revision": revision,

@@ -95,8 +95,8 @@ def _results(info: dict, run_dir: Path) -> list:
     if res is None:
         return [gr.update(visible=False), gr.update(visible=False), None, None, None,
                 gr.update(value=None), gr.update(value=None, visible=False)]
-    images = res["images"]
-    wrong_label = f"misclassified validation examples ({len(res['misclassified'])} of {res['total']})"
+    images, v = res["images"], res["view"]
+    wrong_label = f"{v.mistakes} ({len(res['misclassified'])} of {res['total']})"
     line = res["warning"]
     warning = gr.update(value=message(f"**Not a useful classifier yet.** {line[0].upper()}{line[1:]}.", "warn")
                         if line else "", visible=bool(line))
@@ -108,8 +108,10 @@ def _results(info: dict, run_dir: Path) -> list:
         gallery = gr.update(value=run_view.gallery_items(images), visible=True,
                             label=f"misclassified validation images ({len(images)} shown of "
                                   f"{len(res['misclassified'])})")
-    return [gr.update(visible=True), warning, res["headline"], run_view.confusion_png(run_dir), res["per_class"],
-            wrong, gallery]
+    picture = run_view.confusion_png(run_dir)  # or the predicted-vs-true scatter plot of a regression run
+    figure = gr.update(value=picture, visible=picture is not None)
+    per_class = gr.update(value=res["per_class"], visible=v.per_class)
+    return [gr.update(visible=True), warning, res["headline"], figure, per_class, wrong, gallery]
 
 
 def _signature(info: dict | None) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.events import RunDir, read_json
+from ui import heads_view
 from ui.common import hide_server_paths
 
 STATE_COLORS = {"queued": "#6b7280", "starting": "#2563eb", "running": "#2563eb", "done": "#16a34a",
@@ -44,6 +45,9 @@ def progress_html(info: dict | None) -> str:
         parts.append(f"ETA {_fmt_seconds(eta)}" if eta >= 1 else "ETA under a second")
     if state == "queued" and info.get("queue_position"):
         parts.append(f"position {info['queue_position']} in the queue")
+    if state == "done" and info.get("dir") and \
+            (scores := heads_view.headline_text(read_json(RunDir(info["dir"]).metrics, {}))):
+        parts.append(f"<span id='run-headline'>{html.escape(scores)}</span>")
     if state == "done" and info.get("hub_push") in ("pushed", "failed"):
         parts.append(f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>"
                      if info["hub_push"] == "pushed" else
@@ -115,8 +119,10 @@ def failure_html(info: dict | None) -> str | None:
             f"and {resume}, or start a new run.</div></div>")
 
 
-def curve_series(run_dir: Path) -> dict[str, list[dict]]:
-    """Per chart, its series {label, x (steps), y, points} from events.jsonl (see engine.plots.curve_figure)."""
+def curve_series(run_dir: Path, v: heads_view.HeadView | None = None) -> dict[str, list[dict]]:
+    """Per chart, its series {label, x (steps), y, points} from events.jsonl (see engine.plots.curve_figure); the
+    metric chart draws the run's head's eval_* headline metrics."""
+    v = v or heads_view.view(heads_view.run_problem_type(run_dir))
     events = RunDir(run_dir).read_events()
     train = [e for e in events if e.get("type") == "train"]
     evals = [e for e in events if e.get("type") == "eval"]
@@ -126,14 +132,14 @@ def curve_series(run_dir: Path) -> dict[str, list[dict]]:
         return {"label": label, "x": [e["step"] for e in rows], "y": [e[key] for e in rows], "points": points}
 
     return {"loss": [series("train", train, "loss"), series("validation", evals, "eval_loss", True)],
-            "metrics": [series("accuracy", evals, "eval_accuracy", True), series("macro F1", evals, "eval_f1", True)],
+            "metrics": [series(legend, evals, f"eval_{key}", True) for key, legend in v.curves],
             "lr": [series("learning rate", train, "learning_rate")],
             "speed": [series("samples/s", train, "samples_per_second")]}
 
 
-# chart name -> (title, y range, tick style)
-CHARTS = {"loss": ("loss", None, "plain"), "metrics": ("validation accuracy and macro F1", (0, 1), "percent"),
-          "lr": ("learning rate", None, "sci"), "speed": ("training samples/s", None, "plain")}
+# chart name -> (title, y range, tick style); the metric chart's come from the run's head (ui/heads_view.py)
+CHARTS = {"loss": ("loss", None, "plain"), "metrics": (None, None, None), "lr": ("learning rate", None, "sci"),
+          "speed": ("training samples/s", None, "plain")}
 
 
 def curves(run_dir: Path | None) -> dict:
@@ -141,9 +147,11 @@ def curves(run_dir: Path | None) -> dict:
     with no run directory, the same charts saying "no data yet"."""
     from engine.plots import curve_figure
 
-    data = curve_series(run_dir) if run_dir is not None else {name: [] for name in CHARTS}
+    v = heads_view.view(heads_view.run_problem_type(run_dir))
+    data = curve_series(run_dir, v) if run_dir is not None else {name: [] for name in CHARTS}
+    charts = dict(CHARTS, metrics=(v.curve_title, v.curve_range, v.curve_format))
     return {name: curve_figure(title, data[name], y_range=y_range, y_format=style)
-            for name, (title, y_range, style) in CHARTS.items()}
+            for name, (title, y_range, style) in charts.items()}
 
 
 def log_tail(run_dir: Path, lines: int = 200) -> str:
@@ -188,8 +196,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
 
 
 def results(run_dir: Path) -> dict | None:
-    """Final views of a finished run: headline metrics (metric/value), per-class report, the one-class warning,
-    misclassified validation examples (label, prediction, score, then text) and, for image runs, their pictures."""
+    """Final views of a finished run, as its head shows them (ui/heads_view.py): headline metrics (metric/value),
+    per-class report, the one-class warning, the mistakes (misclassified examples: label, prediction, score, then
+    text; regression: the largest errors) and, for image runs, their pictures; `view` is the HeadView."""
     from engine.metrics import one_class_warning
 
     metrics = read_json(RunDir(run_dir).metrics)
@@ -200,40 +209,25 @@ def results(run_dir: Path) -> dict | None:
     def num(v, fmt="{:.4f}"):
         return fmt.format(v) if isinstance(v, (int, float)) else "–"
 
+    v = heads_view.view(metrics)
     headline = pd.DataFrame([
-        ("accuracy", num(val.get("accuracy"))), ("macro F1", num(val.get("f1"))),
-        ("macro precision", num(val.get("precision"))), ("macro recall", num(val.get("recall"))),
+        *((title, num(val.get(key))) for key, title in v.headline),
         ("validation loss", num(val.get("loss"))), ("validation examples", num(val.get("num_samples"), "{:d}")),
         ("best step", f"{metrics.get('best_step')} of {metrics.get('steps')}"),
         ("train samples/s", num(metrics.get("train_samples_per_second"), "{:.1f}"))], columns=["metric", "value"])
-    per_class = pd.DataFrame([[k, row.get("precision"), row.get("recall"), row.get("f1-score"), row.get("support")]
-                              for k, row in (val.get("per_class") or {}).items()],
-                             columns=["label", "precision", "recall", "f1", "support"]).round(4)
-    wrong, total = misclassified(run_dir)
-    return {"headline": headline, "per_class": per_class, "misclassified": wrong, "total": total,
-            "warning": one_class_warning(val), "images": misclassified_images(run_dir)}
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+    wrong, total = heads_view.mistakes(run_dir, v)
+    return {"headline": headline, "per_class": heads_view.per_class_table(val, v), "misclassified": wrong,
+            "total": total, "warning": one_class_warning(val),
+            "images": misclassified_images(run_dir), "view": v}
 
 
 WRONG_COLUMNS = ["label", "prediction", "score", "text"]  # the short columns first: the text can be long
 
 
 def misclassified(run_dir: Path, limit: int = 500) -> tuple[pd.DataFrame, int]:
-    """(validation examples the model got wrong, most confident first; how many examples were evaluated)."""
-    wrong, total = [], 0
-    try:
-        for line in RunDir(run_dir).predictions.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            total += 1
-            if row["label"] != row["prediction"]:
-                wrong.append([row["label"], row["prediction"], round(row["score"], 3), _clip(row["text"], 240)])
-    except (OSError, json.JSONDecodeError, KeyError):
-        pass
-    wrong.sort(key=lambda r: -r[2])
-    return pd.DataFrame(wrong[:limit], columns=WRONG_COLUMNS), total
+    """(validation examples the model got wrong, worst first; how many examples were evaluated), per the run's
+    head (ui/heads_view.mistakes)."""
+    return heads_view.mistakes(run_dir, heads_view.view(heads_view.run_problem_type(run_dir)), limit)
 
 
 def misclassified_images(run_dir: Path) -> list[tuple[str, str]] | None:
@@ -269,18 +263,10 @@ def gallery_items(items: list[tuple[str, str]], side: int = 192) -> list:
     return out
 
 
-CONFUSION_CACHE = "plots/confusion_matrix-v2.png"  # -v2: drawn by the class-count-aware plot, not older caches
+CONFUSION_CACHE = heads_view.CONFUSION_CACHE
 
 
 def confusion_png(run_dir: Path) -> str | None:
-    """The confusion-matrix image of a finished run, drawn once and cached in the run directory."""
-    from engine.plots import confusion_matrix_png
-
-    cached = Path(run_dir) / CONFUSION_CACHE
-    metrics = RunDir(run_dir).metrics
-    if cached.exists() and metrics.exists() and cached.stat().st_mtime >= metrics.stat().st_mtime:
-        return str(cached)
-    try:
-        return str(confusion_matrix_png(run_dir, cached.parent, cached.name))
-    except FileNotFoundError:
-        return None
+    """The picture of a finished run's validation predictions, drawn once and cached in the run directory: the
+    confusion matrix, or for a regression run the predicted-vs-true scatter plot (ui/heads_view.figure_png)."""
+    return heads_view.figure_png(run_dir)

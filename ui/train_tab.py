@@ -22,18 +22,17 @@ from engine.config import DEFAULT_MODEL, ConfigError
 from engine import tasks
 from engine.data import BUNDLED, DATA_EXTENSIONS
 from engine.tasks.image_classification.data import ARCHIVES
-from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place, save_upload
+from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place
 from ui import base_models, forms, run_panel
+from ui.train_upload import DEFAULT_COLUMNS, wire_upload
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
 
 TAB_ID = "train"
 # fields with their own widgets above the generated form, or managed by the job runner
 MANAGED = ("model_name_or_path", "dataset_name", "train_file", "text_column", "label_column", "output_dir",
            "overwrite_output_dir", "resume_from_checkpoint")
+HINTED = ("class_weights",)  # fields the pre-flight's warnings may propose a value for
 SOURCES = ("Bundled dataset", "Upload a file", "Hub dataset id")
-TEXT_NAMES = ("text", "sentence", "review", "content", "document", "article", "body")
-LABEL_NAMES = ("label", "labels", "category", "topic", "class", "sentiment", "target")
-DEFAULT_COLUMNS = ["text", "label"]
 _MANAGERS: dict[Path, JobManager] = {}
 
 
@@ -65,7 +64,8 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
         with gr.Column(scale=3):
             _data_widgets(c, mgr)
             gr.Markdown("### 2 · Hyperparameters")
-            c["form"] = forms.build_form(exclude=MANAGED)
+            c["hints"] = dict.fromkeys(HINTED)  # Check's advice shows under these fields
+            c["form"] = forms.build_form(exclude=MANAGED, hints=c["hints"])
             _run_widgets(c)
         with gr.Column(scale=4):
             c.update(run_panel.build(mgr))
@@ -93,7 +93,9 @@ def _data_widgets(c: dict, mgr: JobManager) -> None:
         c["text_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="text", label="text column", allow_custom_value=True,
                                     elem_id="train-text-col", info="columns holding text")
         c["label_col"] = gr.Dropdown(DEFAULT_COLUMNS, value="label", label="label column", allow_custom_value=True,
-                                     elem_id="train-label-col", info="the classes to learn")
+                                     elem_id="train-label-col",
+                                     info="the classes to learn; lists: multi-label, decimals: regression "
+                                          "(Data: problem_type, label_separator)")
 
 
 def _run_widgets(c: dict) -> None:
@@ -119,6 +121,7 @@ def _run_widgets(c: dict) -> None:
         c["yaml"] = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml", interactive=False)
         c["download"] = gr.DownloadButton("Download config.yaml", elem_id="train-download")
     c["estimate"] = gr.State(None)  # the last pre-flight's whole-run estimate, with the config it measured
+    c["check_warnings"] = gr.State([])  # Check's warnings, shown under the fields they name
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -205,25 +208,6 @@ def _preview(mgr: JobManager, uploaded, accel, run_name, *args):
     return display_command(argv, env), cfg.to_yaml()
 
 
-def _upload_columns(info: dict) -> tuple[dict, dict, str]:
-    """(text picker update, label picker update, message) for an uploaded file, as its task described it."""
-    kinds = info["columns"]
-    if kinds is None:  # the task finds its own columns (an image folder)
-        return gr.update(), gr.update(), info["note"]
-    cols = list(kinds)
-    texts = [n for n, k in kinds.items() if k == "text"]
-    text = next((n for n in TEXT_NAMES if n in texts), texts[0] if texts else None)
-    others = [n for n in cols if n != text]
-    label = next((n for n in LABEL_NAMES if n in others), others[-1] if others else None)
-    return (gr.update(choices=texts or cols, value=text), gr.update(choices=others or cols, value=label),
-            info["note"])
-
-
-def _reset_columns() -> tuple:
-    """The column pickers a cleared or refused upload leaves: the defaults."""
-    return gr.update(choices=DEFAULT_COLUMNS, value="text"), gr.update(choices=DEFAULT_COLUMNS, value="label")
-
-
 def _wire(c, mgr: JobManager) -> None:
     uploads = SessionValue()  # the stored upload of each session: what Check, Start and the preview train on
     form_inputs = [c["form"][n] for n in forms_names()]
@@ -258,40 +242,10 @@ def _wire(c, mgr: JobManager) -> None:
     if (demo := gr.context.Context.root_block) is not None:
         demo.load(preview, plan_inputs, [c["command"], c["yaml"]], api_name="train_preview_on_load",
                   show_progress="hidden")
-    _wire_upload(c, mgr, uploads, after_data)
+    wire_upload(c, mgr, uploads, after_data)
     # after a Start the command box keeps the started run's exact command; the next change of the form previews
     # the next run again
     _wire_check_and_start(c, mgr, uploads, plan_inputs)
-
-
-def _wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> None:
-    @ui_errors(toast=False)
-    def on_upload(file):
-        uploads.set(None)  # before anything can fail: a refused file never leaves the previous one in use
-        if not file:
-            return (*_reset_columns(), "")
-        saved = save_upload(file, mgr.runs_dir, Path(file).name)
-        try:
-            result = _upload_columns(tasks.describe_file(saved))  # read with the trainer's own checks
-        except Exception:
-            saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
-            raise
-        uploads.set(str(saved))
-        return result
-
-    outputs = [c["text_col"], c["label_col"], c["problems"]]
-    dep = c["upload"].upload(on_upload, c["upload"], outputs, api_name="train_upload", show_progress_on=c["problems"])
-    # a refused file is taken off the widget too: what the page shows is what would train
-    show_errors(dep, on_upload, c["problems"], reset=lambda: (None, *_reset_columns()),
-                outputs=[c["upload"], c["text_col"], c["label_col"]])
-    after_data(dep, "train_upload")
-
-    def on_clear():
-        uploads.set(None)
-        return (*_reset_columns(), message("Upload cleared: choose a file (or another data source) before Check."))
-
-    after_data(c["upload"].clear(on_clear, None, outputs, api_name="train_upload_clear", show_progress="hidden"),
-               "train_upload_clear")
 
 
 def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_inputs: list):
@@ -318,7 +272,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
             rep = preflight(cfg, world_size=2 if accel == "cpu_ddp.yaml" else 1, timed_steps=1,
                             progress=lambda f, d="": progress(f, desc=d), checked=checked)
         except (ConfigError, JobError) as e:
-            return _problems_md(e), "", None, None, gr.update(), gr.update(), None, None
+            return _problems_md(e), "", None, None, gr.update(), gr.update(), None, None, []
         argv, env = command_for(mgr.runs_dir / name, accel)
         yaml_text = cfg.to_yaml()
         path = Path(tempfile.mkdtemp(prefix="hubtune-cfg-")) / "config.yaml"
@@ -329,13 +283,19 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
                        f"{_minutes(rep['whole_run_seconds'])} here", "warn" if long else "ok")
         estimate = {"key": _estimate_key(cfg), "seconds": rep["whole_run_seconds"], "steps": rep["total_steps"]}
         return (note, report_markdown(rep), pd.DataFrame(rep["first_rows"]), counts, display_command(argv, env),
-                yaml_text, str(path), estimate)
+                yaml_text, str(path), estimate, rep["warnings"])
+
+    def show_hints(warnings):
+        return [forms.hint_update(field, warnings or []) for field in c["hints"]]
 
     dep = (c["check"].click(lock, None, [*buttons, c["problems"]], api_name="train_check_lock", queue=False,
                             show_progress="hidden")
-           .then(check, plan_inputs, [*check_outputs, c["estimate"]], api_name="train_check",
+           .then(check, plan_inputs, [*check_outputs, c["estimate"], c["check_warnings"]], api_name="train_check",
                  show_progress_on=[c["problems"], c["report"]]))
     dep.then(unlock, None, buttons, api_name="train_check_unlock", queue=False, show_progress="hidden")
+    # the hints follow Check in their own step, so /train_check's outputs stay what API clients already read
+    dep.then(show_hints, c["check_warnings"], list(c["hints"].values()), api_name="train_check_hints", queue=False,
+             show_progress="hidden")
     show_errors(dep, check, c["problems"])
 
     @ui_errors(toast=False)

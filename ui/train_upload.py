@@ -1,0 +1,67 @@
+"""The Fine-tuning tab's upload: store the file (the session's own state), read its columns with the trainer's
+checks, fill the column pickers; a cleared or refused upload resets them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from engine import tasks
+from engine.jobs import JobManager, save_upload
+from ui.common import SessionValue, message, show_errors, ui_errors
+
+TEXT_NAMES = ("text", "sentence", "review", "content", "document", "article", "body")
+LABEL_NAMES = ("label", "labels", "category", "topic", "class", "sentiment", "target")
+DEFAULT_COLUMNS = ["text", "label"]
+
+
+def _upload_columns(info: dict) -> tuple[dict, dict, str]:
+    """(text picker update, label picker update, message) for an uploaded file, as its task described it."""
+    kinds = info["columns"]
+    if kinds is None:  # the task finds its own columns (an image folder)
+        return gr.update(), gr.update(), info["note"]
+    cols = list(kinds)
+    texts = [n for n, k in kinds.items() if k == "text"]
+    text = next((n for n in TEXT_NAMES if n in texts), texts[0] if texts else None)
+    others = [n for n in cols if n != text]
+    label = next((n for n in LABEL_NAMES if n in others), others[-1] if others else None)
+    return (gr.update(choices=texts or cols, value=text), gr.update(choices=others or cols, value=label),
+            info["note"])
+
+
+def _reset_columns() -> tuple:
+    """The column pickers a cleared or refused upload leaves: the defaults."""
+    return gr.update(choices=DEFAULT_COLUMNS, value="text"), gr.update(choices=DEFAULT_COLUMNS, value="label")
+
+
+def wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> None:
+    @ui_errors(toast=False)
+    def on_upload(file):
+        uploads.set(None)  # before anything can fail: a refused file never leaves the previous one in use
+        if not file:
+            return (*_reset_columns(), "")
+        saved = save_upload(file, mgr.runs_dir, Path(file).name)
+        try:
+            result = _upload_columns(tasks.describe_file(saved))  # read with the trainer's own checks
+        except Exception:
+            saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
+            raise
+        uploads.set(str(saved))
+        return result
+
+    outputs = [c["text_col"], c["label_col"], c["problems"]]
+    dep = c["upload"].upload(on_upload, c["upload"], outputs, api_name="train_upload", show_progress_on=c["problems"])
+    # a refused file is taken off the widget too: what the page shows is what would train
+    show_errors(dep, on_upload, c["problems"], reset=lambda: (None, *_reset_columns()),
+                outputs=[c["upload"], c["text_col"], c["label_col"]])
+    after_data(dep, "train_upload")
+
+    def on_clear():
+        uploads.set(None)
+        return (*_reset_columns(), message("Upload cleared: choose a file (or another data source) before Check."))
+
+    after_data(c["upload"].clear(on_clear, None, outputs, api_name="train_upload_clear", show_progress="hidden"),
+               "train_upload_clear")
+
+

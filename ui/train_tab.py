@@ -286,7 +286,8 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
                 yaml_text, str(path), estimate, rep["warnings"])
 
     def show_hints(warnings):
-        return [forms.hint_update(field, warnings or []) for field in c["hints"]]
+        updates = [forms.hint_update(field, warnings or []) for field in c["hints"]]
+        return updates[0] if len(updates) == 1 else updates  # gradio reads one output's list as its value
 
     dep = (c["check"].click(lock, None, [*buttons, c["problems"]], api_name="train_check_lock", queue=False,
                             show_progress="hidden")

@@ -85,8 +85,9 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     loop = Loop(accelerator, run, task, prepared, model, optimizer, scheduler, train_dl, eval_dls, sampler,
                 training.tokens, state, total_steps, math.ceil(total_steps / steps_per_epoch),
                 Evaluator(accelerator, model, prepared.splits, cfg), _perf(accelerator, model, mixed_precision),
-                loss_fn=prepared.splits.head.loss_fn(cfg, prepared.splits.train["label"], prepared.splits.label_names,
-                                                     accelerator.device),
+                # the label column is only read when weights need the training counts
+                loss_fn=None if cfg.class_weights == "none" else prepared.splits.head.loss_fn(
+                    cfg, prepared.splits.train["label"], prepared.splits.label_names, accelerator.device),
                 start_step=state.step)
     _announce(cfg, loop, mixed_precision)
     return loop

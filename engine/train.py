@@ -332,7 +332,7 @@ def _final_metrics(cfg, loop: Loop) -> dict:
               "train_samples_per_second": round(loop.samples_seen * accelerator.num_processes
                                                 / max(train_seconds, 1e-9), 3),
               "train_steps_this_session": state.step - loop.start_step}
-    weights = head.weights(cfg, splits.train["label"], splits.label_names)
+    weights = None if cfg.class_weights == "none" else head.weights(cfg, splits.train["label"], splits.label_names)
     if weights:  # recorded for the model card
         result["class_weights"] = dict(zip(splits.label_names, weights))
     if "test" in loop.eval_dls:

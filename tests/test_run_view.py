@@ -260,3 +260,23 @@ def test_unchanged_run_is_not_redrawn(view_runs):
     assert first[0] is not None and first[-7]["visible"] is True
     again, drawn2 = run_panel._drawings(info, drawn)
     assert drawn2 == drawn and again == [gr.skip()] * 12
+
+
+def test_refresh_queued_before_a_pick_shows_the_picked_run(view_runs):
+    """Gradio reads a timer tick's picker value when the tick is queued and the page's State when it runs: a tick
+    queued before the user picked a run (carrying the run left, or none yet) must show the picked run, else its
+    late answer puts the old run back in the picker and on screen for good."""
+    import app
+    from ui.train_tab import manager
+
+    demo = app.build_app(runs_dir=view_runs)
+    fns = {f.api_name: f.fn for f in demo.fns.values()}
+    manager(view_runs).stop_scheduler()  # the handlers only read the runs folder
+    runs, picker, progress, *_ = fns["train_refresh"]("one-eval", "one-topic")
+    assert picker["value"] == "one-topic" and "one-topic" in progress and "data-state='failed'" in progress
+    assert fns["train_refresh"](None, "digits")[1]["value"] == "digits"  # a fresh page's first tick, late
+    assert fns["train_refresh"]("one-eval", None)[1]["value"] == "one-eval"  # nothing picked yet: as queued
+    drawn = fns["train_refresh_drawings"]("one-eval", {}, "digits")[-1]
+    assert drawn["results"][0] == "digits"
+    shown = fns["train_select_run"]("one-topic", {})
+    assert shown[-1] == "one-topic"  # remembered as the page's pick

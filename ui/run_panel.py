@@ -68,6 +68,10 @@ def build(mgr: JobManager) -> dict:
                                       elem_id="train-open-predict", visible=False)
         c["hub"] = hub_panel.build(c["run"], mgr.run_dir)  # push the shown finished run to the Hub
     c["drawn"] = gr.State({})  # per page: the file signatures its charts, log and results were drawn from
+    # per page: the run last put in the picker by the user (or by Start). Gradio reads a State when the event runs,
+    # the picker's value when it was queued: a tick queued before a pick carries the run the user left (or none),
+    # and showing that would put it back on screen and in the picker, for good. Refreshes show `picked` once set.
+    c["picked"] = gr.State(None)
     c["timer"] = gr.Timer(REFRESH_SECONDS)
     c["status_timer"] = gr.Timer(STATUS_SECONDS)
     return c
@@ -183,8 +187,9 @@ def wire(c: dict, mgr: JobManager) -> None:
     def refresh(selected):
         return read(selected)[0]
 
-    def refresh_drawings(selected, drawn):
+    def refresh_drawings(selected, drawn, picked=None):
         """Redraw what changed of the shown run (the same choice of run as `refresh`)."""
+        selected = picked or selected  # see c["picked"] in build
         try:
             info = mgr.info(selected) if selected else None  # one run's files, not every run's
         except JobError:
@@ -194,19 +199,20 @@ def wire(c: dict, mgr: JobManager) -> None:
         view, sig = _drawings(info, drawn or {})
         return (*view, sig)
 
-    def tick(selected):
-        status, info = read(selected)
+    def tick(selected, picked):
+        status, info = read(picked or selected)  # see c["picked"] in build
         return (*status, gr.skip() if info and info["state"] == "done" else gr.update(visible=False))
 
-    c["status_timer"].tick(tick, c["run"], tick_outputs, api_name="train_refresh", show_progress="hidden")
-    c["timer"].tick(refresh_drawings, [c["run"], c["drawn"]], drawing_outputs, api_name="train_refresh_drawings",
+    c["status_timer"].tick(tick, [c["run"], c["picked"]], tick_outputs, api_name="train_refresh", show_progress="hidden")
+    c["timer"].tick(refresh_drawings, [c["run"], c["drawn"], c["picked"]], drawing_outputs, api_name="train_refresh_drawings",
                     show_progress="hidden")
 
     def select_run(selected, drawn):
-        """A run chosen by the user: its whole view at once, and the previous action's message cleared."""
-        return (*refresh(selected), *refresh_drawings(selected, drawn), "")
+        """A run chosen by the user: its whole view at once, and the previous action's message cleared; the
+        choice is remembered: refreshes queued before it show this run, not the one in their queued inputs."""
+        return (*refresh(selected), *refresh_drawings(selected, drawn), "", selected)
 
-    outputs = [*status_outputs, *drawing_outputs, c["action_message"]]
+    outputs = [*status_outputs, *drawing_outputs, c["action_message"], c["picked"]]
     c["run"].input(select_run, [c["run"], c["drawn"]], outputs, api_name="train_select_run", show_progress="hidden")
 
     def select_row(evt: gr.SelectData):

@@ -133,7 +133,10 @@ class Task:
             raise DataError(f"problem_type: {self.tag} runs are {' or '.join(self.problem_types)}, not "
                             f"{head.problem_type}; use problem_type: auto")
         head.check(cfg)
-        return make_splits(cfg, parts, fields, head, column)
+        splits = make_splits(cfg, parts, fields, head, column)
+        # before any run folder exists: Check and Start refuse a weight list of the wrong length alike
+        head.check_weights(cfg, splits.label_names)
+        return splits
 
     def label_column(self, cfg, ds) -> str | None:
         """The user's label column in a raw split (for messages)."""

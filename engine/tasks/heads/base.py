@@ -17,6 +17,7 @@ class Head:
     headline: tuple = ()  # what status.json and the done event carry
     card_metrics: tuple = ()  # metrics.json key -> model card name, in the order a card shows them
     weighted = False  # whether class_weights apply
+    weight_unit = "class"  # what class_weights gives one number per, in messages
 
     def metric(self, cfg) -> str:
         """The run's metric_for_best_model ('auto': this head's default)."""
@@ -39,6 +40,11 @@ class Head:
                             "takes class_weights: none")
         if problems:
             raise ConfigError(problems)
+
+    def check_weights(self, cfg, names: list[str]) -> None:
+        """Refuse class_weights that do not fit the labels (a list of the wrong length) once the labels are known."""
+        if self.weighted:
+            parse_weights(cfg, names, self.weight_unit)
 
     def weights(self, cfg, train_labels, names: list[str]) -> list[float] | None:
         """class_weights resolved to one number per label (None: unweighted)."""

@@ -81,6 +81,7 @@ class MultiLabel(Head):
                     ("hamming_loss", "Hamming loss"), ("precision_micro", "Precision (micro)"),
                     ("recall_micro", "Recall (micro)"))
     weighted = True  # class_weights are BCE's pos_weight per label
+    weight_unit = "label"
 
     def __init__(self, thresholds: list[float] | None = None, names: list[str] | None = None):
         self.thresholds, self.names = thresholds, names  # one threshold per label, in label order
@@ -153,7 +154,7 @@ class MultiLabel(Head):
 
     def weights(self, cfg, labels, names: list[str]) -> list[float] | None:
         """BCE pos_weight per label: None, 'balanced' (negatives / positives in training, capped) or the list."""
-        weights = parse_weights(cfg, names, what="label")
+        weights = parse_weights(cfg, names, self.weight_unit)
         if weights == "none":
             return None
         if weights == "balanced":

@@ -226,6 +226,8 @@ BAD = [
     ("multi-label strings without a separator", ["--problem_type", "multi_label_classification",
                                                  "--text_column", "abstract", "--label_column", "mesh"],
      "mesh.csv", [], "set label_separator: '|'"),
+    ("two weights for more labels", ["--class_weights", "1,5", "--text_column", "abstract", "--label_column", "mesh",
+                                     "--label_separator", "|"], "mesh.csv", [], "class_weights: 2 weights for "),
 ]
 
 
@@ -236,7 +238,8 @@ def test_bad_head_settings_are_one_line_and_exit_2(data_dir, tmp_path, capsys, w
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert any(fragment in line for line in err), err
-    assert not out.exists() or not (out / "events.jsonl").exists(), "nothing written for bad input"
+    assert not any(" labeles " in line for line in err)
+    assert not out.exists(), "refused before a run folder is made"
 
 
 def test_image_runs_refuse_other_heads(tmp_path, capsys):

@@ -83,7 +83,8 @@ def parse_weights(cfg, names: list[str], what: str = "class") -> list[float] | s
     except (TypeError, ValueError):
         raise ConfigError(f"class_weights: '{value}' is not none, balanced or a list of numbers") from None
     if len(weights) != len(names):
-        raise ConfigError(f"class_weights: {len(weights)} weights for {len(names)} {what}es "
+        plural = "classes" if what == "class" else f"{what}s"
+        raise ConfigError(f"class_weights: {len(weights)} weights for {len(names)} {plural} "
                           f"({', '.join(names[:10])}); give one per {what}, in that order")
     if any(not w > 0 for w in weights):
         raise ConfigError("class_weights: every weight must be a positive number")

@@ -203,9 +203,10 @@ def wire(c: dict, mgr: JobManager) -> None:
         status, info = read(picked or selected)  # see c["picked"] in build
         return (*status, gr.skip() if info and info["state"] == "done" else gr.update(visible=False))
 
-    c["status_timer"].tick(tick, [c["run"], c["picked"]], tick_outputs, api_name="train_refresh", show_progress="hidden")
-    c["timer"].tick(refresh_drawings, [c["run"], c["drawn"], c["picked"]], drawing_outputs, api_name="train_refresh_drawings",
-                    show_progress="hidden")
+    c["status_timer"].tick(tick, [c["run"], c["picked"]], tick_outputs, api_name="train_refresh",
+                           show_progress="hidden")
+    c["timer"].tick(refresh_drawings, [c["run"], c["drawn"], c["picked"]], drawing_outputs,
+                    api_name="train_refresh_drawings", show_progress="hidden")
 
     def select_run(selected, drawn):
         """A run chosen by the user: its whole view at once, and the previous action's message cleared; the

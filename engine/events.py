@@ -6,6 +6,8 @@ A run directory holds:
     status.json          {"state": queued|running|done|failed|cancelled, ...}, rewritten atomically
     metrics.json         final evaluation: accuracy, macro F1/precision/recall, per-class report, confusion matrix
     eval_predictions.jsonl  validation examples with label, prediction and score (for error analysis)
+    precision.json       what prediction's precision 'auto' measured on those validation texts (written on first use;
+                         engine/tasks/text_classification/auto_precision.py)
     model/               the finished model (safetensors, config.json with id2label, tokenizer); appears only
                          by an atomic rename once it is complete, so a failed run never looks finished
     checkpoints/step-N/  accelerate state, each renamed into place only once fully written
@@ -63,6 +65,7 @@ class RunDir:
     status = property(lambda self: self.path / "status.json")
     metrics = property(lambda self: self.path / "metrics.json")
     predictions = property(lambda self: self.path / "eval_predictions.jsonl")
+    precision = property(lambda self: self.path / "precision.json")
     model = property(lambda self: self.path / "model")
     checkpoints = property(lambda self: self.path / "checkpoints")
     log = property(lambda self: self.path / "train.log")

@@ -28,7 +28,7 @@ from engine.loop import Loop, setup
 
 log = logging.getLogger("hubtune")
 RUN_FILES = ("model", "checkpoints", "events.jsonl", "status.json", "metrics.json", "eval_predictions.jsonl", "logs",
-             "samples")
+             "samples", "precision.json")
 
 
 class Cancelled(Exception):

@@ -68,6 +68,12 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     user_code: str | None = None  # the pkg.mod:Class an image model was rebuilt from (refused unless allowed)
     head: object = None  # engine.tasks.heads: what the outputs mean (from the model config's problem_type)
+    # precision 'int8': a quantized copy made on first use (engine/quantization.py; its bytes join `nbytes`, which
+    # the Predictor's cache is bounded by) and what 'auto' resolved to for this model (auto_precision.py)
+    int8: object = field(default=None, repr=False)
+    auto: str | None = None
+    prep_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # makes both once
+    backend: str = "torch"  # or "onnx:<file>": an onnxruntime session in `model` (engine/onnx_backend.py)
 
     @property
     def kind(self):
@@ -145,3 +151,46 @@ class Task:
     @staticmethod
     def refuse(problem: str) -> None:
         raise DataError(problem)
+
+    # --- ONNX export (engine/export.py) and its model card snippet: the task package's `export` module ---------
+    def _export(self):
+        import importlib
+
+        return importlib.import_module(f"{type(self).__module__}.export")
+
+    def export_samples(self, model_dir, limit: int) -> tuple[list, str]:
+        """(real inputs to verify an export on: the run's validation examples where there are some, where they
+        come from)."""
+        from pathlib import Path
+
+        return self._export().samples(Path(model_dir), limit)
+
+    def export_inputs(self, lm, samples: list) -> tuple[dict, dict]:
+        """({name: tensor} of one batch of `samples` as the model reads it, {name: {axis: dim name}}: its dynamic
+        axes, named as Optimum names them)."""
+        return self._export().inputs(lm, samples)
+
+    def onnx_usage(self, usage_id: str, head, quantized: bool = False) -> str:
+        """The model card's snippet running onnx/model.onnx (or model_quantized.onnx) with onnxruntime."""
+        return self._export().usage(usage_id, head, quantized)
+
+
+def onnx_snippet(usage_id: str, quantized: bool, preprocessor: str, run: str) -> str:
+    """A model card's onnxruntime snippet: download the export and config from the repo, load the `preprocessor`
+    class (AutoTokenizer, AutoImageProcessor), then `run` (the task's lines from inputs to printed labels)."""
+    file = "model_quantized.onnx" if quantized else "model.onnx"
+    pil = "from PIL import Image\n" if preprocessor == "AutoImageProcessor" else ""
+    return f"""```python
+import json
+
+import numpy as np
+import onnxruntime as ort
+from huggingface_hub import hf_hub_download
+{pil}from transformers import {preprocessor}
+
+repo = "{usage_id}"
+session = ort.InferenceSession(hf_hub_download(repo, "onnx/{file}"), providers=["CPUExecutionProvider"])
+preprocess = {preprocessor}.from_pretrained(repo)
+config = json.load(open(hf_hub_download(repo, "config.json")))
+{run}
+```"""

@@ -63,10 +63,16 @@ class Head:
         return {}
 
     def close_calls(self, logits, margin: float):
-        """Rows where bf16 rounding could change the prediction (re-checked in fp32); none by default."""
+        """Rows where bf16 or int8 rounding could change the prediction (re-checked in fp32); none by default."""
         import torch
 
         return torch.zeros(0, dtype=torch.long)
+
+    def decisions(self, scores) -> list | None:
+        """What each score row decides (a label, a set of labels), to count how often a faster precision agrees
+        with fp32; None where outputs are numbers with no decision to flip (regression): 'auto' then never trades
+        exactness for speed by measurement (engine/tasks/text_classification/auto_precision.py)."""
+        return None
 
     def data_warnings(self, report: dict, cfg) -> list[str]:
         return []

@@ -193,6 +193,12 @@ class MultiLabel(Head):
         edge = torch.log(t / (1 - t))
         return ((logits.float() - edge).abs() < margin).any(-1).nonzero().flatten()
 
+    def decisions(self, scores) -> list:
+        """The set of labels over their thresholds, per row."""
+        scores = np.asarray(scores)
+        over = scores >= self._thresholds(scores.shape[-1])
+        return [tuple(np.flatnonzero(row)) for row in over]
+
     def metrics(self, labels, scores, names: list[str]) -> dict:
         truth = np.asarray(labels) > 0.5
         pred = np.asarray(scores) >= self._thresholds(len(names))

@@ -138,13 +138,19 @@ class SingleLabel(Head):
 
     # --- outputs --------------------------------------------------------------------------------------------
     def close_calls(self, logits, margin: float):
-        """Rows whose top-2 logit margin is below `margin`: where bf16 rounding could flip the label."""
+        """Rows whose top-2 logit margin is below `margin`: where bf16 or int8 rounding could flip the label."""
         import torch
 
         if logits.shape[-1] < 2:
             return torch.zeros(0, dtype=torch.long)
         top2 = logits.topk(2, dim=-1).values
         return (top2[:, 0] - top2[:, 1] < margin).nonzero().flatten()
+
+    def decisions(self, scores) -> list:
+        """The predicted class of each row."""
+        import numpy as np
+
+        return [int(i) for i in np.asarray(scores).argmax(-1)]
 
     def losses(self, logits, labels):
         """Per-example loss, as the model computes it in training (averaged that is `model(**batch).loss`)."""

@@ -98,9 +98,12 @@ class TextClassification(Task):
         return inference.load(name, revision, path, device, bf16)
 
     def scores(self, lm, texts: list, batch_size: int, precision: str, max_length: int | None = None) -> list:
-        from engine.tasks.text_classification import inference
+        from engine.tasks.text_classification import auto_precision, inference
 
-        return inference.scores(lm, texts, batch_size, precision, max_length)
+        guard = None
+        if precision == "auto":  # the fastest precision that agrees with fp32 on the run's validation texts
+            precision, guard = auto_precision.resolve(lm, batch_size)
+        return inference.scores(lm, texts, batch_size, precision, max_length, guard)
 
     def check_input(self, lm, value):
         if not isinstance(value, str):

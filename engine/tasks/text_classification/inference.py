@@ -1,6 +1,9 @@
 """Text prediction: texts tokenized without padding, sorted by length and cut into token-budget batches, so each
-batch is padded only to its own longest text; forward passes under `torch.inference_mode()` and, where the
-hardware has native bf16, bf16 autocast with fp32 re-runs of the close calls (the head says which rows are close).
+batch is padded only to its own longest text; forward passes under `torch.inference_mode()` in one of the
+precisions: fp32 (the exact reference), bf16 autocast where the hardware has native bf16, or dynamic int8 Linear
+layers on the CPU (engine/quantization.py). bf16 under 'auto' and int8 always re-run their close calls in fp32: the
+rows whose prediction lies within a guard band of flipping (the head says which rows are close). What 'auto' picks
+for a model is engine/tasks/text_classification/auto_precision.py's.
 """
 
 from __future__ import annotations
@@ -9,15 +12,21 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from engine.errors import PredictError
 from engine.tasks.base import LoadedModel, model_bytes
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 # A token never spans more than ~100 characters (WordPiece's max_input_chars_per_word): cutting a text at
 # max_length * 100 characters keeps every token the model sees and bounds tokenizing a 1 MB paste.
 MAX_CHARS_PER_TOKEN = 100
 # 'auto' recomputes in fp32 every row whose top-2 logit margin is below this: bf16 autocast moves the logits of a
 # BERT-sized classifier by ~0.01-0.05, so a label can only flip inside this band.
 BF16_GUARD = float(os.environ.get("HUBTUNE_BF16_GUARD", "0.25"))
+# int8 recomputes in fp32 every row whose int8 margin (top-2 logits; multi-label: distance to a threshold) is below
+# this. Dynamic int8 moves a fine-tuned MiniLM's logits by ~0.04 (median) to ~0.8 (p99) on varied BBC paragraphs,
+# ten times bf16's; at 0.5, 99.1% label agreement with fp32 on 1,000 paragraphs becomes 99.8% for 1.8% of rows
+# recomputed (bench/README.md: 3.09x pipeline on an AVX2 CPU; 0.25 gave 99.5%, 0.75 99.9% for 3.3% recomputed).
+INT8_GUARD = float(os.environ.get("HUBTUNE_INT8_GUARD", "0.5"))
 
 
 def _run_max_length(path: Path) -> int | None:
@@ -55,9 +64,17 @@ def load(name: str, revision, path: Path, device: str | None, bf16) -> LoadedMod
                        head=heads.for_config(model.config))
 
 
-def scores(lm: LoadedModel, texts: list, batch_size: int, precision: str, max_length: int | None = None) -> list:
-    """One score row (numpy) per text, None for blank or missing texts, in the order given."""
+def scores(lm: LoadedModel, texts: list, batch_size: int, precision: str, max_length: int | None = None,
+           guard: float | None = None) -> list:
+    """One score row (numpy) per text, None for blank or missing texts, in the order given.
+
+    `precision` 'auto' here is the unmeasured auto (bf16 with its guard where native, else fp32); auto_precision.py
+    resolves a measured one first. `guard`: the band of close calls re-run in fp32 (default: int8's INT8_GUARD, none
+    for an explicit bf16; 0 turns it off, as the benchmark does to show what the guard buys).
+    """
     import numpy as np
+
+    kind, guard = _plan(lm, precision, guard)
 
     # an explicit max_length may go beyond the run's training length, never beyond the model's positions
     length = min(max_length, lm.limit) if max_length else lm.max_length
@@ -75,7 +92,7 @@ def scores(lm: LoadedModel, texts: list, batch_size: int, precision: str, max_le
     for rows in _token_batches(order, [len(ids[j]) for j in order], batch_size):
         batch = _pad([[enc[n][j] for j in rows] for n in names], names, pad_id, lm.tokenizer.padding_side)
         batch = {k: v.to(lm.device) for k, v in batch.items()}
-        result[rows] = lm.head.scores(_forward(lm, batch, precision)).cpu().numpy()
+        result[rows] = lm.head.scores(_forward(lm, batch, kind, guard)).cpu().numpy()
     out: list = [None] * len(texts)
     for j, i in enumerate(keep):
         out[i] = result[j]
@@ -123,18 +140,50 @@ def _pad(columns: list[list[list[int]]], names: list[str], pad_id: int, side: st
     return out
 
 
-def _forward(lm: LoadedModel, batch: dict, precision: str):
-    """Float32 logits of one batch; bf16 autocast when enabled, with fp32 re-runs of close calls in 'auto'."""
+def _plan(lm: LoadedModel, precision: str, guard: float | None) -> tuple[str, float]:
+    """(what the forward pass runs in: fp32, bf16 or int8, the guard band) for a precision."""
+    if precision == "int8":
+        if not lm.device.startswith("cpu"):
+            raise PredictError(f"precision: int8 is dynamic quantization for the CPU; this model runs on {lm.device}, "
+                               "use auto, bf16 or fp32 there")
+        return "int8", INT8_GUARD if guard is None else guard
+    if precision in ("bf16", "auto") and lm.bf16:
+        return "bf16", (BF16_GUARD if precision == "auto" else 0.0) if guard is None else guard
+    return "fp32", 0.0
+
+
+def int8_model(lm: LoadedModel):
+    """The int8 copy of `lm`'s model, quantized on first use (once, however many callers); its bytes count in
+    `lm.nbytes`, so the Predictor's cache evicts by what the model really holds."""
+    if lm.int8 is None:
+        with lm.prep_lock:
+            if lm.int8 is None:
+                from engine import quantization
+
+                if not quantization.available():
+                    raise PredictError("precision: int8 needs a CPU quantization engine, which this torch build "
+                                       "lacks; use auto or fp32")
+                model, extra = quantization.int8_copy(lm.model)
+                lm.nbytes += extra
+                lm.int8 = model
+    return lm.int8
+
+
+def _forward(lm: LoadedModel, batch: dict, kind: str, guard: float):
+    """Float32 logits of one batch in `kind`, with fp32 re-runs of the rows within `guard` of a flip."""
     import torch
 
     device_type = "cuda" if lm.device.startswith("cuda") else "cpu"
     with torch.inference_mode():
-        if precision == "fp32" or not lm.bf16:
+        if kind == "fp32":
             return lm.model(**batch).logits.float()
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            logits = lm.model(**batch).logits.float()
-        if precision == "auto":
-            close = lm.head.close_calls(logits, BF16_GUARD)
+        if kind == "int8":
+            logits = int8_model(lm)(**batch).logits.float()
+        else:
+            with torch.autocast(device_type, dtype=torch.bfloat16):
+                logits = lm.model(**batch).logits.float()
+        if guard > 0:
+            close = lm.head.close_calls(logits, guard)
             if len(close):
                 sub = {k: v[close] for k, v in batch.items()}
                 width = int(sub["attention_mask"].sum(-1).max()) if "attention_mask" in sub else None

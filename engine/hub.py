@@ -1,6 +1,6 @@
 """Push runs, pull models, publish the Space: the Hub commands, on top of engine/hub_client.py.
 
-    python -m engine.hub push runs/x --repo user/name [--private] [--revision branch]
+    python -m engine.hub push runs/x --repo user/name [--private] [--revision branch] [--with-onnx]
     python -m engine.hub pull user/name [--revision sha] [--cache-dir dir]
 """
 
@@ -24,11 +24,11 @@ log = logging.getLogger("hubtune")
 # push
 
 
-def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None):
+def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None, onnx: dict | None = None):
     """The run's model card (huggingface_hub.ModelCard): metadata with model-index, hyperparameters, curves."""
     from engine.modelcard import build_model_card as build
 
-    return build(run_dir, repo_id=repo_id, license=license)
+    return build(run_dir, repo_id=repo_id, license=license, onnx=onnx)
 
 
 def _need_token(tok: Token | None, what: str) -> Token:
@@ -76,11 +76,14 @@ def _commit(repo_id: str, repo_type: str, files, tok: Token, private: bool, revi
 
 
 def push_run(run_dir, repo_id: str, token=None, private: bool = False, revision: str | None = None,
-             license: str | None = None, use_stored_token: bool = True) -> str:
+             license: str | None = None, use_stored_token: bool = True, with_onnx: bool = False) -> str:
     """Push a finished run (model/, card, config.yaml, metrics.json, plots) in one commit; returns the repo URL.
 
-    Nothing in the run directory is changed, so a failed push can simply be repeated.
+    `with_onnx`: the model's ONNX export (model/onnx/, python -m engine.export) goes in the same commit and the card
+    says how to run it; without it, model/onnx/ stays local. Nothing in the run directory is changed, so a failed
+    push can simply be repeated.
     """
+    from engine import onnx_backend
     from engine.events import RunDir
     from engine.modelcard import card_plots
 
@@ -91,18 +94,26 @@ def push_run(run_dir, repo_id: str, token=None, private: bool = False, revision:
     if not run.is_finished():
         raise HubError(f"run: '{run.path}' is not a finished run (no status done and model/); wait for training "
                        "to finish or pick another run")
+    record = None
+    if with_onnx:  # refused before any request: a missing or stale export is one line saying what to run
+        onnx_backend.find_export(run.model, onnx_backend.FP32_FILE, str(run.path), otherwise="or push without "
+                                 "--with-onnx")
+        record = onnx_backend.read_record(run.model / onnx_backend.ONNX_DIR)
     tok = _need_token(resolve_token(token, use_stored_token), "push")
     with tempfile.TemporaryDirectory(prefix="hubtune-push-") as tmp:
 
         def files(full_id: str) -> dict:
             out: dict = {p.relative_to(run.model).as_posix(): p for p in sorted(run.model.rglob("*")) if p.is_file()}
+            if not with_onnx:
+                out = {k: v for k, v in out.items() if not k.startswith(onnx_backend.ONNX_DIR + "/")}
             out["config.yaml"] = run.config
             out["metrics.json"] = run.metrics
             # the pictures the card links, those only: a confusion matrix for single-label runs, the
             # predicted-vs-true scatter plot for regression, the loss curve for all
             for name, draw in card_plots(run.path).items():
                 out[name] = draw(run.path, tmp)
-            out["README.md"] = str(build_model_card(run.path, repo_id=full_id, license=license)).encode("utf-8")
+            out["README.md"] = str(build_model_card(run.path, repo_id=full_id, license=license, onnx=record)
+                                   ).encode("utf-8")
             return out
 
         return _commit(repo_id, "model", files, tok, private, revision,
@@ -145,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--revision", default=None, help="branch to push to (created if missing)")
     push.add_argument("--license", default=None, help="license id for the card (default: the base model's)")
+    push.add_argument("--with-onnx", action="store_true", help="add the model's ONNX export (model/onnx/, from "
+                      "python -m engine.export) to the same commit, and an onnxruntime snippet to the card")
     pull_p = sub.add_parser("pull", help="download a model repo (safetensors only) into the cache")
     pull_p.add_argument("repo")
     pull_p.add_argument("--revision", default=None, help="branch, tag or commit")
@@ -154,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         args = p.parse_args(argv)
         if args.cmd == "push":
             print(push_run(args.run_dir, args.repo, private=args.private, revision=args.revision,
-                           license=args.license))
+                           license=args.license, with_onnx=args.with_onnx))
         else:
             print(pull(args.repo, args.revision, cache_dir=args.cache_dir))
     except ConfigError as e:

@@ -246,15 +246,18 @@ def _explain(e: BaseException, what: str, repo_id: str, revision: str | None, to
 # pull
 
 
-def pull(repo_id: str, revision: str | None = None, cache_dir=None, token=None, field: str = "repo") -> Path:
-    """Download a model repo (safetensors, configs, tokenizer, card; never pickle weights); returns its folder."""
+def pull(repo_id: str, revision: str | None = None, cache_dir=None, token=None, field: str = "repo",
+         patterns: list[str] | None = None) -> Path:
+    """Download a model repo (safetensors, configs, tokenizer, card; never pickle weights); returns its folder.
+    `patterns`: download only these files instead (the ONNX backend fetches onnx/ this way, into the same folder)."""
     from huggingface_hub import snapshot_download
 
     check_repo_id(repo_id, field)
     ep = _sync_env()
     tok = resolve_token(token)
     path = _call(lambda: snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, endpoint=ep,
-                                           allow_patterns=MODEL_PATTERNS, token=tok.reveal() if tok else None),
+                                           allow_patterns=patterns or MODEL_PATTERNS,
+                                           token=tok.reveal() if tok else None),
                  "download", repo_id=repo_id, revision=revision, token=tok)
     return Path(path)
 

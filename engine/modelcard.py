@@ -146,6 +146,32 @@ def _summary(head, labels: list[str]) -> str:
     return listed
 
 
+def _onnx_section(kind, usage_id: str, head, record: dict | None) -> str:
+    """How to run the pushed ONNX export (push --with-onnx): its files, how it was checked, an onnxruntime snippet."""
+    if record is None:
+        return ""
+    files = record.get("files") or {}
+    quantized = "model_quantized.onnx" in files
+    names = " and ".join(f"`onnx/{f}`" + (" (dynamic int8)" if f == "model_quantized.onnx" else " (fp32)")
+                         for f in files)
+    checks = "; ".join(f"`{f}` max |Δlogit| {c['max_abs_logit_diff']:.2g}"
+                       + (f", {c['agreement']:.1%} of predictions as PyTorch's" if "agreement" in c else "")
+                       for f, c in files.items())
+    inputs = ", ".join(f"`{n}`" for n in record.get("inputs") or [])
+    axes = ", ".join(f"`{a}`" for a in record.get("dynamic_axes") or ["batch_size"])
+    return f"""
+## ONNX
+
+{names}: this model exported with `python -m engine.export` (the layout Optimum and transformers.js read: inputs \
+{inputs}, output `logits`, dynamic axes {axes}). Checked against the PyTorch model on \
+{record.get("checked_on")}: {checks}. hubtune serves it with \
+`python -m engine.predict --model {usage_id} --backend onnx`; without hubtune:
+
+{kind.onnx_usage(usage_id, head, False)}
+{"(For the int8 file, download `onnx/model_quantized.onnx` instead.)" if quantized else ""}
+"""
+
+
 def _per_label(head, val: dict) -> str:
     """The per-class section: single-label report + confusion matrix, multi-label report with each label's
     threshold, regression's predicted-vs-true scatter plot."""
@@ -192,10 +218,11 @@ def _caution(val: dict, split: str) -> str:
             f"Its accuracy is only the share of that class in the {split} split.\n\n")
 
 
-def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None):
+def build_model_card(run_dir, repo_id: str | None = None, license: str | None = None, onnx: dict | None = None):
     """A `huggingface_hub.ModelCard` for the run: metadata (base_model, datasets, pipeline_tag, library_name,
     license, tags, model-index with the validation metrics) and a body with results, per-class report, curves,
-    hyperparameters, the command to reproduce, hardware and library versions."""
+    hyperparameters, the command to reproduce, hardware and library versions. `onnx`: the export record
+    (onnx/export.json) of an ONNX export pushed with the model; the card then says how to run it."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     run = RunDir(run_dir)
@@ -220,7 +247,8 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
     data = ModelCardData(
         base_model=base if _is_hub_id(base) else None, datasets=ds_meta, pipeline_tag=task,
         library_name="transformers", license=license or _base_license(base, cfg.get("model_revision")) or "other",
-        tags=["hubtune", task, "generated_from_hubtune"], metrics=[k for k, _ in headline],
+        tags=["hubtune", task, "generated_from_hubtune", *(["onnx"] if onnx else [])],
+        metrics=[k for k, _ in headline],
         model_name=name, eval_results=results)
 
     labels = val.get("labels") or list(val.get("per_class", {}))
@@ -258,6 +286,7 @@ def build_model_card(run_dir, repo_id: str | None = None, license: str | None = 
 ## Usage
 
 {kind.usage(usage_id, run, head)}
+{_onnx_section(kind, usage_id, head, onnx)}
 
 {_per_label(head, val)}
 

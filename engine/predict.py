@@ -2,6 +2,7 @@
 
     python -m engine.predict --model runs/x/model --text "..."
     python -m engine.predict --model user/repo --input in.csv --text_column review --output out.csv
+    python -m engine.predict --model runs/x --backend onnx [--precision int8] --text "..."   # after engine.export
 
 Models come through engine.modeling (local run, offline copy, Hub id + revision; safetensors only, never remote
 code) and stay in a small LRU cache shared by every caller (all users of the web app): bounded by bytes and count,
@@ -9,9 +10,14 @@ thread-safe, and concurrent requests for a model that is still loading wait for 
 
 Each model is read through its task (engine/tasks/): text is tokenized without padding, sorted by length and
 batched, so each batch is padded only to its own longest text; forward passes run under `torch.inference_mode()`
-and, where the hardware has native bf16, under bf16 autocast. In the default precision 'auto', rows whose
-prediction is too close to call under bf16 rounding are recomputed in fp32, so the labels stay those of the exact
-fp32 path ('fp32'). What the outputs mean (probabilities per class, ...) is the model's head.
+in fp32 (the exact reference), bf16 autocast (where native) or dynamic int8 Linear layers ('int8', CPU). int8, and
+bf16 under 'auto', recompute in fp32 the rows whose prediction is too close to call. The default 'auto' runs the
+fastest precision whose labels agree with fp32 on >= 99.5% of the run's own validation texts (measured once per
+model, recorded in runs/x/precision.json); a model without a validation split gets bf16 where native, else fp32
+(engine/tasks/text_classification/auto_precision.py). What the outputs mean (probabilities per class, ...) is the
+model's head.
+`backend='onnx'` serves the model's ONNX export (engine/export.py) through onnxruntime instead, in the same batches
+with the same outputs: onnx/model.onnx, or onnx/model_quantized.onnx for precision 'int8' (engine/onnx_backend.py).
 Importing this module does not import torch (the web app starts fast; torch loads on first use).
 """
 
@@ -29,7 +35,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
-from engine import tasks
+from engine import onnx_backend, tasks
 from engine.cli import CliParser, report
 from engine.errors import ConfigError, ModelError, PredictError  # noqa: F401 - PredictError re-exported
 from engine.tasks.base import LoadedModel
@@ -69,16 +75,20 @@ def bf16_supported(device: str) -> bool:
 
 
 def load_model(name: str, revision: str | None = "main", device: str | None = None,
-               allow_user_code: bool = False) -> LoadedModel:
+               allow_user_code: bool = False, onnx_file: str | None = None) -> LoadedModel:
     """Resolve and load one model for prediction (no caching; use a Predictor for that), through its task. Image
-    models rebuilt from a `pkg.mod:Class` run the user's code, so they load only with `allow_user_code`."""
+    models rebuilt from a `pkg.mod:Class` run the user's code, so they load only with `allow_user_code`.
+    `onnx_file` (model.onnx, model_quantized.onnx): run that export of it with onnxruntime (engine/onnx_backend.py)."""
     from engine import modeling
 
     path = modeling.resolve_model(name, revision, field="model")
-    return tasks.for_model(path).load_for_inference(name, revision, path, device, allow_user_code, bf16_supported)
+    export = onnx_backend.find_export(path, onnx_file, name, revision) if onnx_file else None  # before weights load
+    lm = tasks.for_model(path).load_for_inference(name, revision, path, "cpu" if export else device,
+                                                  allow_user_code, bf16_supported)
+    return onnx_backend.attach(lm, export) if export else lm
 
 
-def _cache_key(name: str, revision: str | None) -> tuple:
+def _cache_key(name: str, revision: str | None, onnx_file: str | None = None) -> tuple:
     name = (name or "").strip()
     if not name:
         raise ModelError("model: none chosen; pick a finished run or type a Hub id (no run yet? train one in the "
@@ -88,8 +98,12 @@ def _cache_key(name: str, revision: str | None) -> tuple:
         # a retrained run replaces its model/ folder: the weights' mtime makes that a new cache entry
         model = p / "model" if (p / "model" / "config.json").exists() else p
         stamp = max((f.stat().st_mtime_ns for f in model.glob("*.safetensors")), default=0)
+        if onnx_file:  # a new export replaces the file: a new cache entry too
+            export = model / onnx_backend.ONNX_DIR / onnx_file
+            return ("local", str(model.resolve()), stamp, onnx_file,
+                    export.stat().st_mtime_ns if export.is_file() else 0)
         return ("local", str(model.resolve()), stamp)
-    return ("hub", name, revision or "main")
+    return ("hub", name, revision or "main", *((onnx_file,) if onnx_file else ()))
 
 
 class ModelCache:
@@ -146,28 +160,40 @@ class Predictor:
     """Predict with cached models: `predict(model, texts)`, `predict_file(model, in, out)`."""
 
     def __init__(self, max_cache_mb: int | None = None, max_models: int | None = None, batch_size: int = 32,
-                 precision: str = "auto", device: str | None = None, allow_user_code: bool = False):
+                 precision: str = "auto", device: str | None = None, allow_user_code: bool = False,
+                 backend: str = "torch"):
         mb = max_cache_mb or int(os.environ.get("HUBTUNE_MODEL_CACHE_MB", "2048"))
         self.cache = ModelCache(mb << 20, max_models or int(os.environ.get("HUBTUNE_MODEL_CACHE_MODELS", "4")))
         if precision not in PRECISIONS:
             raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
         self.batch_size, self.precision, self.device = batch_size, precision, device
+        # 'onnx': the model's onnx/ export through onnxruntime, same batching and outputs (engine/onnx_backend.py)
+        if backend not in onnx_backend.BACKENDS:
+            raise PredictError(f"backend: '{backend}' is not one of {', '.join(onnx_backend.BACKENDS)}")
+        self.backend = backend
+        self._onnx_file(precision)  # bf16 has no ONNX file: refused here, not at the first request
         # image models built from a user's pkg.mod:Class run its code: only the command line turns this on
         self.allow_user_code = allow_user_code
 
+    def _onnx_file(self, precision: str | None) -> str | None:
+        """The ONNX file a precision serves from on the onnx backend (None on the torch backend)."""
+        return None if self.backend == "torch" else onnx_backend.onnx_file(precision or self.precision)
+
     def load(self, name: str, revision: str | None = "main", progress: Progress = _noop, *,
-             allow_user_code: bool | None = None) -> LoadedModel:
+             allow_user_code: bool | None = None, precision: str | None = None) -> LoadedModel:
         """The loaded model for a local run/dir or Hub id at `revision` (from the cache when possible).
 
         `allow_user_code` (default: the Predictor's) must be true for image models rebuilt from `pkg.mod:Class`.
+        `precision` (default: the Predictor's) picks the ONNX file on the onnx backend.
         """
         allowed = self.allow_user_code if allow_user_code is None else allow_user_code
-        key = _cache_key(name, revision)
+        onnx_file = self._onnx_file(precision)
+        key = _cache_key(name, revision, onnx_file)
 
         def loader():
             progress(0.0, f"loading model {name} (first use)")
             t0 = time.perf_counter()
-            loaded = load_model(name, revision, self.device, allow_user_code=allowed)
+            loaded = load_model(name, revision, self.device, allow_user_code=allowed, onnx_file=onnx_file)
             log.info("loaded %s in %.1f s (%d labels, max_length %d, bf16 %s)", name, time.perf_counter() - t0,
                      len(loaded.labels), loaded.max_length, loaded.bf16)
             return loaded
@@ -191,7 +217,7 @@ class Predictor:
     def predict(self, name: str, texts: list[str], revision: str | None = "main", *, max_length: int | None = None,
                 precision: str | None = None, progress: Progress = _noop) -> list[dict[str, float] | None]:
         """For each text, {label: probability} over all of the model's labels, best first (None for blank text)."""
-        lm = self.load(name, revision, progress)
+        lm = self.load(name, revision, progress, precision=precision)
         rows = self.probabilities(lm, texts, max_length=max_length, precision=precision)
         return [None if row is None else lm.head.output(row, lm.labels) for row in rows]
 
@@ -208,6 +234,11 @@ class Predictor:
         precision = precision or self.precision
         if precision not in PRECISIONS:
             raise PredictError(f"precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
+        if lm.backend != "torch":
+            file = self._onnx_file(precision)
+            if lm.backend != f"onnx:{file}":  # another precision of the same model: its own export file
+                lm = self.load(lm.name, lm.revision, precision=precision)
+            precision = "fp32"  # the ONNX file is the precision: no autocast, no torch quantization on top
         return lm.kind.scores(lm, texts, self.batch_size, precision, max_length)
 
     def tokens_used(self, lm: LoadedModel, text: str, max_length: int | None = None) -> tuple[int, bool]:
@@ -259,7 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", type=int, help="truncate texts to this many tokens (default: the run's)")
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 where native, close calls re-checked in fp32; fp32: exact reference")
+                   help="fp32: the exact reference; int8: dynamic int8 on the CPU, close calls re-run in fp32; bf16: "
+                   "autocast where native; auto: the fastest of these agreeing with fp32 on >= 99.5%% of the run's "
+                   "validation texts (measured once, runs/x/precision.json), else bf16 where native or fp32")
+    p.add_argument("--backend", choices=onnx_backend.BACKENDS, default="torch",
+                   help="onnx: run the model's onnx/ export (python -m engine.export) with onnxruntime on the CPU; "
+                   "--precision int8 picks onnx/model_quantized.onnx")
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
     return p
 
@@ -271,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.batch_size < 1 or args.top_k < 1 or (args.max_length is not None and args.max_length < 2):
             raise PredictError("batch_size and top_k must be >= 1, max_length >= 2")
-        predictor = Predictor(batch_size=args.batch_size, precision=args.precision, allow_user_code=True)
+        predictor = Predictor(batch_size=args.batch_size, precision=args.precision, allow_user_code=True,
+                              backend=args.backend)
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # stderr carries our own progress line and errors only

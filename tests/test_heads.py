@@ -248,3 +248,31 @@ def test_image_runs_refuse_other_heads(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("hubtune: error: problem_type: image-classification runs are "
                                             "single_label_classification, not regression"), err
+
+
+def test_onnx_backend_reads_multi_label_and_regression_outputs_like_torch(multi_label_run, regression_run, tmp_path):
+    """Both heads exported (engine/export.py) and served by onnxruntime: a sigmoid per label against the saved
+    thresholds, the number itself, equal to the torch path on the runs' own validation texts."""
+    import shutil
+
+    from engine.export import export
+    from engine.predict import Predictor
+
+    torch_p, onnx_p = Predictor(precision="fp32"), Predictor(backend="onnx")
+    for source in (multi_label_run, regression_run):
+        run = tmp_path / source.name  # a copy: the module's runs stay as the other tests read them
+        shutil.copytree(source, run, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+        said = []
+        result = export(str(run), samples=48, say=said.append)
+        assert result.fp32.max_diff < 1e-4 and len(said) == 2, said
+        texts = [r["text"] for r in _rows(run / "eval_predictions.jsonl")]
+        ours, theirs = torch_p.predict(str(run), texts), onnx_p.predict(str(run), texts)
+        head = torch_p.load(str(run)).head
+        for o, t in zip(ours, theirs):
+            assert set(o) == set(t) and max(abs(o[k] - t[k]) for k in o) < 1e-4
+        if head.problem_type == "multi_label_classification":
+            assert result.fp32.agree == 48  # label sets over the tuned thresholds
+            assert [set(head.predicted(t)["labels"]) for t in theirs] == [set(head.predicted(o)["labels"])
+                                                                          for o in ours]
+        else:
+            assert result.fp32.agree is None and len(ours[0]) == 1  # a number: no labels to agree on

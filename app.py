@@ -1,6 +1,7 @@
 """hubtune web app: `python app.py` serves the tabs of ui/ (127.0.0.1:7860; 0.0.0.0 on a Hugging Face Space).
 
 GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address; HUBTUNE_RUNS_DIR the runs folder (default runs/).
+The same server answers the REST endpoint (engine/rest.py: POST /models/{run}, POST /predict, GET /info, /health).
 Importing this module builds nothing and imports no torch: `build_app()` composes the tabs, `main()` launches.
 Gradio analytics stay off unless GRADIO_ANALYTICS_ENABLED=True is set.
 """
@@ -48,13 +49,20 @@ def launch_options() -> dict:
     return {"server_name": name, "server_port": int(os.environ.get("GRADIO_SERVER_PORT") or 7860)}
 
 
-def main() -> None:
-    """Build and serve the app until interrupted."""
+def serve_options(demo: gr.Blocks) -> dict:
+    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes (engine/rest.py)
+    over the app's runs folder, handed to the FastAPI app Gradio builds so one server answers both."""
+    from engine import rest
     from engine.jobs import MAX_UPLOAD_MB
 
     # gradio refuses larger uploads before storing them; the job runner checks the same cap again
-    build_app().queue(default_concurrency_limit=1).launch(max_file_size=f"{int(MAX_UPLOAD_MB)}mb",
-                                                         **launch_options())
+    return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb", "app_kwargs": {"routes": rest.routes(demo.hubtune.runs_dir)}}
+
+
+def main() -> None:
+    """Build and serve the app (and its REST endpoint) until interrupted."""
+    demo = build_app()
+    demo.queue(default_concurrency_limit=1).launch(**serve_options(demo), **launch_options())
 
 
 if __name__ == "__main__":

@@ -45,6 +45,29 @@ def test_predict_matches_the_engine(client, model, bbc):
     assert "text truncated" in note and "32 tokens" in note
 
 
+def test_precision_picked_in_the_tab(client, model, bbc, tmp_path):
+    """The Precision picker: int8 and fp32 answer as the engine does in that precision, the note says which ran;
+    an unknown precision is one clear error and the server keeps serving."""
+    predictor = shared_predictor()
+    for precision in ("int8", "fp32"):
+        value, note = client.predict(bbc[1], model, "main", precision, api_name="/predict")
+        expected = predictor.predict_text(model, bbc[1], precision=precision)
+        assert value["label"] == next(iter(expected)) and _label(value) == pytest.approx(expected, abs=1e-5)
+        assert note.endswith(", int8 (close calls re-run in fp32)" if precision == "int8" else ", fp32"), note
+    _, note = client.predict(bbc[1], model, "main", "auto", api_name="/predict")
+    auto = predictor.load(model).auto
+    assert f", {auto} (auto: " in note and "of 120 validation texts" in note.replace("on 120", "of 120"), note
+    assert note.endswith("; close calls re-run in fp32)" if auto == "int8" else ")"), note
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"text": bbc}).to_csv(src, index=False)
+    out_path, _, _ = client.predict(handle_file(str(src)), model, "main", "", "int8", api_name="/predict_file")
+    got = pd.read_csv(out_path)["predicted_label"].tolist()
+    assert got == [next(iter(p)) for p in predictor.predict(model, bbc, precision="int8")]
+    with pytest.raises(AppError, match="int4"):
+        client.predict(bbc[1], model, "main", "int4", api_name="/predict")
+    assert client.predict(bbc[1], model, "main", api_name="/predict")[0]["label"] in LABELS
+
+
 def test_model_list_info_and_empty_state(client, model, tmp_path):
     update, empty = client.predict(model, api_name="/list_models")
     assert [c[1] for c in update["choices"]] == [model] and update["value"] == model

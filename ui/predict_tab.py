@@ -1,10 +1,11 @@
 """Prediction tab: pick a model (a finished run or a Hub id at a revision), classify text, a file, or compare two.
 
-API (gradio_client, like any Space): /predict (text, model, revision) -> (label, note); the label is gr.Label's
+API (gradio_client, like any Space): /predict (text, model, revision[, precision]) -> (label, note); precision:
+auto (default), fp32, int8, bf16 where native (engine/predict.py); the label is gr.Label's
 {label, confidences}: the top class (single-label), every label over its threshold as "a, b" with all scores
 (multi-label), or "0.41  (training range -4 to 4)" without scores (regression; ui/heads_view.prediction);
-/predict_file (file, model, revision, text_column) -> (predictions file, preview, note);
-/compare (text, model_a, revision_a, model_b, revision_b) -> (label_a, label_b, note);
+/predict_file (file, model, revision, text_column[, precision]) -> (predictions file, preview, note);
+/compare (text, model_a, revision_a, model_b, revision_b[, precision]) -> (label_a, label_b, note);
 /list_models () -> picker update; /model_info (model, revision) -> (info, widget visibility...);
 /model_examples (model) -> (text examples, hint, image examples, hint): the run's own validation data
 (ui/examples.py); /pick_text_example (example) -> text;
@@ -23,16 +24,18 @@ import gradio as gr
 
 from engine.events import read_json
 from engine.metrics import one_class_warning
-from engine import tasks
+from engine import batcher, tasks
 from engine.predict import check_text, shared_predictor
+from engine.tasks.text_classification.auto_precision import describe as describe_precision
 from ui import examples, heads_view, predict_images
 from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
 # the input kind of the picked model's task (engine.tasks) decides which input group is shown
 INPUT_KINDS = ("text", "image")
-# several users may predict at once: the engine's model cache and tokenizer locks make that safe
-CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "4"))
+# several users may predict at once (the engine's model cache and tokenizer locks make that safe), and their texts
+# share forward passes (engine/batcher.py): the more events run at once, the larger the batches they gather into
+CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "16"))
 # the preview pins predicted_label and score first and shows PREVIEW_SHOWN characters of a cell (a click shows
 # more), so one long text cannot push the other columns out of view; cells reach the page cut to PREVIEW_CHARS
 PREVIEW_FIRST = ("predicted_label", "score")
@@ -69,10 +72,34 @@ def model_choices(runs_dir: Path, value: str | None = None) -> dict:
     return gr.update(choices=runs, value=value)
 
 
-def _note(name: str, revision: str, lm, tokens: int, truncated: bool, said: str = "") -> str:
+def _note(name: str, revision: str, lm, tokens: int, truncated: bool, said: str = "", precision: str = "auto") -> str:
     where = "" if Path(name).expanduser().exists() else f" @ {revision or 'main'}"
     cut = f" — **text truncated** to the first {tokens} tokens" if truncated else f" — {tokens} tokens"
-    return (f"{said}\n\n" if said else "") + f"`{name}`{where}: {_outputs(lm)}{cut}"
+    return (f"{said}\n\n" if said else "") + f"`{name}`{where}: {_outputs(lm)}{cut}{_ran_in(lm, precision)}"
+
+
+def precision_choices() -> list[str]:
+    """The Precision picker: auto, the exact fp32, int8 (CPU), bf16 only where it is native (emulated it is slower
+    than fp32). Read from /proc/cpuinfo, without torch."""
+    from engine.hardware import cpu_supports_bf16
+
+    return ["auto", "fp32", "int8", *(["bf16"] if cpu_supports_bf16() else [])]
+
+
+def _ran_in(lm, precision: str) -> str:
+    """What the prediction ran in: the precision picked, or what 'auto' resolved to for this model (with the
+    agreement it was chosen on, from the run's precision.json)."""
+    if lm.kind.input_kind != "text":
+        return ""
+    auto = (precision or "auto") == "auto"
+    chosen = lm.auto if auto else precision
+    if not chosen:
+        return ""
+    why = describe_precision(lm.name) if auto else None  # "precision: int8 (99.8% agreement with fp32 on ...)"
+    why = why.removeprefix("precision: ").removeprefix(chosen).strip(" ()") if why and "measured on" not in why else ""
+    notes = [n for n in (f"auto: {why}" if why else "auto" if auto else "",
+                         "close calls re-run in fp32" if chosen == "int8" else "") if n]
+    return f", {chosen}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _outputs(lm) -> str:
@@ -80,18 +107,20 @@ def _outputs(lm) -> str:
 
 
 @ui_errors
-def predict(text: str, model: str, revision: str, progress=gr.Progress()):
+def predict(text: str, model: str, revision: str, precision: str = "auto", progress=gr.Progress()):
     """Labels with probabilities for one text (multi-label: the labels over their thresholds, with every score;
     regression: the number beside the training range; ui/heads_view.prediction)."""
     text = check_text(text)
     predictor = shared_predictor()
     lm = predictor.load(model, revision, progress_adapter(progress))
-    shown, said = heads_view.prediction(lm.head, predictor.predict_text(model, text, revision))
-    return shown, _note(model, revision, lm, *predictor.tokens_used(lm, text), said)
+    output = batcher.predict_text(model, text, revision, predictor=predictor, precision=precision or None)
+    shown, said = heads_view.prediction(lm.head, output)
+    return shown, _note(model, revision, lm, *predictor.tokens_used(lm, text), said, precision)
 
 
 @ui_errors
-def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: str, progress=gr.Progress()):
+def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: str, precision: str = "auto",
+            progress=gr.Progress()):
     """The same text through two models, side by side."""
     text = check_text(text)
     predictor = shared_predictor()
@@ -99,25 +128,26 @@ def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: 
     out, notes, decisions = [], [], []
     for side, (model, revision) in (("A", (model_a, revision_a)), ("B", (model_b, revision_b))):
         lm = predictor.load(model, revision, report)
-        output = predictor.predict_text(model, text, revision)
+        output = batcher.predict_text(model, text, revision, predictor=predictor, precision=precision or None)
         shown, said = heads_view.prediction(lm.head, output)
         out.append(shown)
         decisions.append(heads_view.decision(lm.head, output))
-        notes.append(f"{side}: {_note(model, revision, lm, *predictor.tokens_used(lm, text), said)}")
+        notes.append(f"{side}: {_note(model, revision, lm, *predictor.tokens_used(lm, text), said, precision)}")
     agree = decisions[0] == decisions[1]
     notes.append("The two models **agree**." if agree else "The two models **disagree**.")
     return out[0], out[1], "\n\n".join(notes)
 
 
 @ui_errors
-def predict_file(file: str | None, model: str, revision: str, text_column: str, progress=gr.Progress()):
+def predict_file(file: str | None, model: str, revision: str, text_column: str, precision: str = "auto",
+                 progress=gr.Progress()):
     """A csv/jsonl/parquet file back with predicted_label and score columns, plus a preview."""
     if not file:
         raise gr.Error("file: none uploaded; upload a .csv, .jsonl or .parquet file", print_exception=False)
     src = Path(file)
     out = Path(tempfile.mkdtemp(prefix="hubtune-predictions-")) / f"{src.stem}.predictions{src.suffix.lower()}"
     res = shared_predictor().predict_file(model, str(src), str(out), text_column or None, revision,
-                                          progress=progress_adapter(progress))
+                                          progress=progress_adapter(progress), precision=precision or None)
     note = (f"{res.rows:,} rows classified from column `{res.text_column}` in {res.seconds:.1f} s "
             f"({res.rows / max(res.seconds, 1e-9):.0f} rows/s); first {len(res.preview)} shown below "
             "(click a cell to read more of it; the file has every text whole).")
@@ -155,7 +185,8 @@ def _one_class(model: str) -> str | None:
 
 def model_info(model: str, revision: str):
     """Describe a picked model and show the input widgets for its task (local models: read from config.json):
-    (info, text group, image group, sketchpad, text-only tools) updates; the sketchpad only for digit models."""
+    (info, text group, image group, sketchpad, text-only tools, precision) updates; the sketchpad only for digit
+    models, the precision picker only for text models (images are predicted in fp32)."""
     kind, info = "text", ""
     if model:
         path = Path(model).expanduser()
@@ -165,6 +196,9 @@ def model_info(model: str, revision: str):
                 task = tasks.for_model(path)
                 kind = task.input_kind
                 info = f"{task.tag}: {heads_view.describe(json.loads((path / 'config.json').read_text()))}"
+                precision = describe_precision(model) if kind == "text" else None  # the run's precision.json
+                if precision:
+                    info += f"\n\n{precision}"
                 warning = _one_class(model)
                 if warning:
                     info += f"\n\n⚠️ **Predicts one class only**: {warning}"
@@ -175,7 +209,8 @@ def model_info(model: str, revision: str):
     digits = kind == "image" and predict_images.is_digit_model(model)
     hub = bool(model) and info.startswith("Hub model")  # its task is known once loaded: offer both inputs
     text_only = gr.update(visible=hub or kind == "text")  # file batches and compare read text
-    return (info, *[gr.update(visible=hub or kind == k) for k in INPUT_KINDS], gr.update(visible=digits), text_only)
+    return (info, *[gr.update(visible=hub or kind == k) for k in INPUT_KINDS], gr.update(visible=digits), text_only,
+            gr.update(visible=hub or kind == "text"))
 
 
 @ui_errors
@@ -213,6 +248,11 @@ def build(ctx: AppContext) -> None:
                             info="A finished run, or type a Hub id (user/name)", scale=4, elem_id="predict-model")
         revision = gr.Textbox("main", label="Revision", info="Hub branch, tag or commit", scale=1,
                               elem_id="predict-revision")
+        # in a column of its own: model_info shows or hides the column, a layout block, so /model_info's API
+        # answer stays the info text alone
+        with gr.Column(scale=1, min_width=160) as precision_col:
+            precision = gr.Dropdown(precision_choices(), value="auto", label="Precision",
+                                    info="auto: fastest that matches fp32", elem_id="predict-precision")
         refresh = gr.Button("Refresh runs", scale=0, size="sm")
     info = gr.Markdown(label="model info", elem_id="predict-model-info")
     with gr.Group(visible=True) as text_group:
@@ -258,13 +298,13 @@ def build(ctx: AppContext) -> None:
 
     ctx.components.update({"prediction.model": model, "prediction.revision": revision,
                            "prediction.model_b": model_b})
-    go.click(predict, [text, model, revision], [label, note], api_name="predict", **limits)
-    text.submit(predict, [text, model, revision], [label, note], api_name="predict_submit", **limits)
-    go_compare.click(compare, [text, model, revision, model_b, revision_b], [label_a, label_b, compare_note],
+    go.click(predict, [text, model, revision, precision], [label, note], api_name="predict", **limits)
+    text.submit(predict, [text, model, revision, precision], [label, note], api_name="predict_submit", **limits)
+    go_compare.click(compare, [text, model, revision, model_b, revision_b, precision], [label_a, label_b, compare_note],
                      api_name="compare", **limits)
-    go_file.click(predict_file, [file_in, model, revision, column], [file_out, preview, file_note],
+    go_file.click(predict_file, [file_in, model, revision, column, precision], [file_out, preview, file_note],
                   api_name="predict_file", concurrency_limit=2, concurrency_id="predict_file")
-    widgets = [info, text_group, image["group"], image["sketch_col"], text_tools]
+    widgets = [info, text_group, image["group"], image["sketch_col"], text_tools, precision_col]
     shown_examples = [text_examples, text_hint, image["examples"], image["examples_hint"]]
     text_examples.click(pick_text_example, [text_examples], [text], api_name="pick_text_example",
                         show_progress="hidden")

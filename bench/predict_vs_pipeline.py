@@ -1,13 +1,18 @@
 """Predictor vs `transformers.pipeline("text-classification", batch_size=32)`, same model, same texts, one run.
 
-    python bench/predict_vs_pipeline.py --model runs/bbc            # 1,000 BBC News paragraphs, max_length 256
-    python bench/predict_vs_pipeline.py --model runs/bbc --quick    # CI smoke test: 48 texts, no start-up timing
+    python bench/predict_vs_pipeline.py --model runs/bbc            # 1,000 paragraphs at 256 + 200 articles at 512
+    python bench/predict_vs_pipeline.py --model runs/bbc --quick    # CI smoke test: 48 + 8 texts, no start-up timing
 
-Texts: real BBC News paragraphs of varied length (engine.data BUNDLED['bundled:bbc_news_paragraphs']; or whole
-articles with --dataset bbc_news) in a fixed shuffled order, truncated by both sides at the same max_length. Both sides run block by block, alternating, so a change in machine load hits
-both alike. Reports texts/s of each, the speed-up, and label agreement (the Predictor's default precision must
-give the pipeline's labels exactly). Unless --quick or --no-startup: time-to-ready of `python app.py` against
-`python -c "import gradio"` (median of --startup_runs). Exit code 1 when the labels differ.
+Texts: real BBC News (engine.bundled), in a fixed shuffled order, truncated by every side at the same max_length:
+1,000 paragraphs of varied length (the common case) and whole articles (mostly over 512 tokens). Sides (SIDES):
+the pipeline, then the Predictor in fp32 (the exact reference), bf16 with its fp32 guard (only where bf16 is
+native), int8 (dynamic int8 Linear layers, close calls re-run in fp32), and the ONNX export (engine.export, into a
+folder of the bench's own) run by onnxruntime in fp32 and int8 behind the same batching. Every side runs block by
+block, in turn, so a change in machine load hits all alike. Per side and data set: texts/s, the ratio to the pipeline, label
+agreement with the pipeline and with Predictor fp32, and wall seconds (set-up: loading, quantizing, plus the
+predictions); for int8 also its agreement before the guard and the share of rows the guard recomputed. Unless
+--quick or --no-startup: time-to-ready of `python app.py` against `python -c "import gradio"` (median of
+--startup_runs). Exit code 1 when Predictor fp32's labels differ from the pipeline's.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import argparse
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,43 +60,198 @@ def default_model() -> str:
     return str(runs[0].path)
 
 
-def compare(model: str, texts: list[str], max_length: int, batch_size: int, blocks: int) -> dict:
-    """Time both sides on the same texts, alternating block by block; return the figures."""
-    import torch
+@dataclass
+class Side:
+    """One way to predict: `make(bench)` -> (predict(texts) -> labels, set-up seconds), or None where it cannot run
+    on this machine. `untimed(bench, texts)`: extra figures from an untimed pass (int8 without its guard)."""
+
+    name: str
+    make: Callable
+    untimed: Callable | None = None
+
+
+@dataclass
+class Bench:
+    """What every side shares: the model, the Predictor that loaded it once, the settings."""
+
+    path: str
+    max_length: int
+    batch_size: int
+    predictor: object = None
+    lm: object = None
+    load_s: float = 0.0
+    onnx: dict = None  # the ONNX sides' export, made once per bench run: {"dir": Path, "export_s": seconds}
+
+
+def _labels(lm, rows) -> list[str]:
+    return [lm.labels[int(r.argmax())] for r in rows]
+
+
+def _pipeline(b: Bench):
     from transformers import pipeline
 
+    t0 = time.perf_counter()
+    pipe = pipeline("text-classification", model=b.path, tokenizer=b.path, device=-1, batch_size=b.batch_size)
+    pipe(["warm-up"], truncation=True, max_length=b.max_length)
+    return (lambda texts: [o["label"] for o in pipe(texts, truncation=True, max_length=b.max_length)],
+            time.perf_counter() - t0)
+
+
+def _predictor(precision: str) -> Callable:
+    """A Predictor side: its text path (inference.scores, what Predictor.probabilities runs) in `precision`, with the
+    fp32 guard that precision has under 'auto'."""
+
+    def make(b: Bench):
+        from engine.tasks.text_classification import inference
+
+        guard = inference.BF16_GUARD if precision == "bf16" else None  # int8's default is its guard
+        if precision == "bf16" and not b.lm.bf16:
+            return None  # emulated bf16 is slower than fp32: not a side worth timing
+        t0 = time.perf_counter()
+        inference.scores(b.lm, ["warm-up"], b.batch_size, precision, guard=guard)  # int8: quantizes, once
+        setup = b.load_s + time.perf_counter() - t0
+
+        def predict(texts):
+            return _labels(b.lm, inference.scores(b.lm, texts, b.batch_size, precision, b.max_length, guard))
+        return predict, setup
+    return make
+
+
+def _int8_unguarded(b: Bench, texts: list[str]) -> dict:
+    """int8 labels without the guard, and how many rows the guard would recompute (int8 margin under its band)."""
+    import numpy as np
+
+    from engine.tasks.text_classification import inference
+
+    rows = np.stack(inference.scores(b.lm, texts, b.batch_size, "int8", b.max_length, guard=0.0))
+    top2 = np.sort(np.log(np.clip(rows, 1e-30, 1)), axis=1)[:, -2:]  # log-softmax margins are logit margins
+    return {"labels": _labels(b.lm, rows), "recomputed": int((top2[:, 1] - top2[:, 0] < inference.INT8_GUARD).sum())}
+
+
+def _onnx(file: str) -> Callable:
+    """An ONNX side: the model exported by engine.export (fp32, and int8 quantized by onnxruntime) into a folder of
+    the bench's own (the model folder stays as it was), run by onnxruntime behind the same text batching."""
+
+    def make(b: Bench):
+        import tempfile
+
+        from engine import export, onnx_backend
+        from engine.errors import ModelError
+        from engine.tasks.text_classification import inference
+
+        try:
+            onnx_backend.check_runtime()
+        except ModelError as e:
+            print(f"no ONNX sides: {e}", file=sys.stderr)
+            return None
+        if "dir" not in b.onnx:  # one export (with its int8 file) for both ONNX sides and every data set
+            folder = Path(tempfile.mkdtemp(prefix="bench-onnx-"))
+            t0 = time.perf_counter()
+            export.export(b.path, output=str(folder), quantize="int8", say=lambda line: None)
+            b.onnx.update(dir=folder, export_s=round(time.perf_counter() - t0, 1))
+        t0 = time.perf_counter()
+        lm = onnx_backend.attach(b.lm, b.onnx["dir"] / file)
+        inference.scores(lm, ["warm-up"], b.batch_size, "fp32")
+        setup = b.load_s + time.perf_counter() - t0
+
+        def predict(texts):
+            return _labels(lm, inference.scores(lm, texts, b.batch_size, "fp32", b.max_length))
+        return predict, setup
+    return make
+
+
+# The Predictor's sides, in table order.
+SIDES: list[Side] = [
+    Side("Predictor fp32", _predictor("fp32")),
+    Side("Predictor bf16 (+ fp32 guard)", _predictor("bf16")),
+    Side("Predictor int8 (+ fp32 guard)", _predictor("int8"), untimed=_int8_unguarded),
+    Side("Predictor ONNX fp32 (onnxruntime)", _onnx("model.onnx")),
+    Side("Predictor ONNX int8 (onnxruntime)", _onnx("model_quantized.onnx")),
+]
+
+
+def compare(model: str, datasets: list[tuple[str, list[str], int]], batch_size: int, blocks: int) -> dict:
+    """Time the pipeline and every side on each data set (name, texts, max_length), block by block in turn."""
+    import torch
+
+    # imported before any set-up is timed, so the first side does not pay every side's imports
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline  # noqa: F401
+
     from engine.modeling import resolve_model
+
+    path = str(resolve_model(model, field="model"))
+    fig = {"model": model, "batch_size": batch_size, "threads": torch.get_num_threads(), "datasets": {}}
+    onnx: dict = {}
+    try:
+        for name, texts, max_length in datasets:
+            fig["datasets"][name] = _one_dataset(Bench(path, max_length, batch_size, onnx=onnx), texts, blocks)
+            fig["bf16"] = fig["datasets"][name].pop("bf16")
+    finally:
+        if "dir" in onnx:
+            fig["onnx_export_s"] = onnx["export_s"]
+            shutil.rmtree(onnx["dir"], ignore_errors=True)
+    return fig
+
+
+def _one_dataset(b: Bench, texts: list[str], blocks: int) -> dict:
+    """Every side on one data set, block by block in turn: {texts, max_length, bf16, sides: {side: figures}}."""
     from engine.predict import Predictor
 
-    path = resolve_model(model, field="model")
-    pipe = pipeline("text-classification", model=str(path), tokenizer=str(path), device=-1, batch_size=batch_size)
-    predictor = Predictor(batch_size=batch_size)
-    lm = predictor.load(str(path))
-    warm = texts[:8]
-    pipe(warm, truncation=True, max_length=max_length)
-    predictor.probabilities(lm, warm, max_length=max_length)
-
+    t0 = time.perf_counter()
+    b.predictor = Predictor(batch_size=b.batch_size, precision="fp32")
+    b.lm = b.predictor.load(b.path)
+    b.load_s = time.perf_counter() - t0
+    sides = [("pipeline", *_pipeline(b))]
+    sides += [(s.name, *made) for s in SIDES if (made := s.make(b)) is not None]
+    seconds = {n: 0.0 for n, _, _ in sides}
+    labels: dict = {n: [] for n, _, _ in sides}
     size = -(-len(texts) // blocks)
-    t_pipe = t_pred = 0.0
-    pipe_labels, pred_labels, fp32_labels = [], [], []
     for start in range(0, len(texts), size):
         block = texts[start:start + size]
-        t0 = time.perf_counter()
-        out = pipe(block, truncation=True, max_length=max_length)
-        t_pipe += time.perf_counter() - t0
-        pipe_labels += [o["label"] for o in out]
-        t0 = time.perf_counter()
-        probs = predictor.probabilities(lm, block, max_length=max_length)
-        t_pred += time.perf_counter() - t0
-        pred_labels += [lm.labels[int(p.argmax())] for p in probs]
-        if lm.bf16:  # the exact reference, untimed, to show what bf16 autocast does to the labels
-            fp32_labels += [lm.labels[int(p.argmax())] for p in
-                            predictor.probabilities(lm, block, max_length=max_length, precision="fp32")]
-    same = sum(a == b for a, b in zip(pipe_labels, pred_labels))
-    return {"texts": len(texts), "max_length": max_length, "batch_size": batch_size, "threads": torch.get_num_threads(),
-            "bf16": lm.bf16, "pipeline_tps": len(texts) / t_pipe, "predictor_tps": len(texts) / t_pred,
-            "speedup": t_pipe / t_pred, "same_labels": same,
-            "fp32_same": sum(a == b for a, b in zip(fp32_labels, pred_labels)) if fp32_labels else None}
+        for side, predict, _ in sides:
+            t0 = time.perf_counter()
+            labels[side] += predict(block)
+            seconds[side] += time.perf_counter() - t0
+    ref, exact = labels["pipeline"], labels["Predictor fp32"]
+    rows = {}
+    for side, _, setup in sides:
+        same = labels[side]
+        rows[side] = {"texts_per_s": len(texts) / seconds[side], "vs_pipeline": seconds["pipeline"] / seconds[side],
+                      "same_as_pipeline": sum(a == c for a, c in zip(same, ref)),
+                      "same_as_fp32": sum(a == c for a, c in zip(same, exact)),
+                      "setup_s": setup, "wall_s": setup + seconds[side]}
+    for s in SIDES:
+        if s.untimed and s.name in rows:
+            extra = s.untimed(b, texts)
+            rows[s.name]["unguarded_same_as_fp32"] = sum(a == c for a, c in zip(extra.pop("labels"), exact))
+            rows[s.name].update(extra)
+    return {"texts": len(texts), "max_length": b.max_length, "bf16": b.lm.bf16, "sides": rows}
+
+
+def _table(fig: dict) -> str:
+    """Markdown tables: one row per side and data set, then the start-up figures."""
+    head = ("| texts | side | texts/s | vs pipeline | labels = pipeline | labels = fp32 | int8 before guard | "
+            "recomputed in fp32 | set-up s | wall s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, d in fig["datasets"].items():
+        n = d["texts"]
+        for side, r in d["sides"].items():
+            before = f"{r['unguarded_same_as_fp32'] / n:.1%}" if "unguarded_same_as_fp32" in r else ""
+            again = f"{r['recomputed'] / n:.1%}" if "recomputed" in r else ""
+            lines.append(f"| {n} {name} @ {d['max_length']} | {side} | {r['texts_per_s']:.1f} | "
+                         f"{r['vs_pipeline']:.2f}x | {r['same_as_pipeline']}/{n} | {r['same_as_fp32'] / n:.1%} | "
+                         f"{before} | {again} | {r['setup_s']:.1f} | {r['wall_s']:.1f} |")
+    lines.append("")
+    lines.append(f"bf16 autocast: {'native here' if fig['bf16'] else 'not native here (no bf16 side)'}; "
+                 f"{fig['threads']} threads; whole bench process {fig['process_wall_s']:.0f} s"
+                 + (f" (ONNX export with its int8 file and checks: {fig['onnx_export_s']:.0f} s, once)"
+                    if "onnx_export_s" in fig else ""))
+    if "app_ready_s" in fig:
+        lines += ["", "| start-up | seconds |", "|---|---|",
+                  f'| python -c "import gradio" | {fig["import_gradio_s"]:.2f} |',
+                  f"| python app.py time-to-ready | {fig['app_ready_s']:.2f} ({fig['startup_ratio']:.2f}x; "
+                  "target <= 1.5x) |"]
+    return "\n".join(lines)
 
 
 def _free_port() -> int:
@@ -129,44 +292,37 @@ def time_to_ready(runs: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark and print a table; returns 1 when the labels differ."""
+    """Run the benchmark and print the tables; returns 1 when Predictor fp32's labels differ from the pipeline's."""
+    t_start = time.perf_counter()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="run dir, model dir or Hub id (default: newest finished run in runs/)")
-    p.add_argument("--n", type=int, default=1000, help="number of BBC News texts")
-    p.add_argument("--dataset", choices=["bbc_news_paragraphs", "bbc_news"], default="bbc_news_paragraphs",
-                   help="paragraphs: varied lengths (the common case); bbc_news: whole, mostly truncated articles")
-    p.add_argument("--max_length", type=int, default=256, help="both sides truncate at this many tokens")
+    p.add_argument("--n", type=int, default=1000, help="BBC News paragraphs (varied length)")
+    p.add_argument("--max_length", type=int, default=256, help="every side truncates paragraphs at this many tokens")
+    p.add_argument("--articles", type=int, default=200, help="whole BBC News articles (0: none)")
+    p.add_argument("--articles_max_length", type=int, default=512)
     p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--blocks", type=int, default=4, help="alternate the two sides over this many blocks")
+    p.add_argument("--blocks", type=int, default=4, help="alternate the sides over this many blocks")
     p.add_argument("--startup_runs", type=int, default=3)
     p.add_argument("--no-startup", action="store_true", help="skip the time-to-ready measurement")
-    p.add_argument("--quick", action="store_true", help="smoke test: 48 texts, max_length 64, no start-up timing")
+    p.add_argument("--quick", action="store_true", help="smoke test: 48 paragraphs + 8 articles at 64 tokens, no "
+                   "start-up timing")
     p.add_argument("--json", help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.quick:
-        args.n, args.max_length, args.blocks, args.no_startup = 48, 64, 2, True
-    fig = compare(args.model or default_model(), bbc_texts(args.n, dataset=args.dataset), args.max_length, args.batch_size, args.blocks)
+        args.n, args.articles, args.max_length, args.articles_max_length = 48, 8, 64, 64
+        args.blocks, args.no_startup = 2, True
+    datasets = [("paragraphs", bbc_texts(args.n), args.max_length)]
+    if args.articles:
+        datasets.append(("articles", bbc_texts(args.articles, dataset="bbc_news"), args.articles_max_length))
+    fig = compare(args.model or default_model(), datasets, args.batch_size, args.blocks)
     if not args.no_startup:
         fig.update(time_to_ready(args.startup_runs))
-    rows = [("texts (BBC News, truncated at max_length)", f"{fig['texts']} (max_length {fig['max_length']})"),
-            ("pipeline(batch_size=32) texts/s", f"{fig['pipeline_tps']:.1f}"),
-            ("Predictor texts/s", f"{fig['predictor_tps']:.1f}"),
-            ("speed-up (target >= 2.5x)", f"{fig['speedup']:.2f}x"),
-            ("identical labels", f"{fig['same_labels']}/{fig['texts']}"),
-            ("bf16 autocast used", "yes" if fig["bf16"] else "no (no native bf16 on this machine)")]
-    if fig["fp32_same"] is not None:
-        rows.append(("labels equal to the fp32 reference", f"{fig['fp32_same']}/{fig['texts']}"))
-    if "app_ready_s" in fig:
-        rows += [('python -c "import gradio" s', f"{fig['import_gradio_s']:.2f}"),
-                 ("python app.py time-to-ready s", f"{fig['app_ready_s']:.2f}"),
-                 ("ratio (target <= 1.5x)", f"{fig['startup_ratio']:.2f}x")]
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
+    fig["process_wall_s"] = time.perf_counter() - t_start
+    print(_table(fig))
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
-    return 0 if fig["same_labels"] == fig["texts"] else 1
+    exact = all(d["sides"]["Predictor fp32"]["same_as_pipeline"] == d["texts"] for d in fig["datasets"].values())
+    return 0 if exact else 1
 
 
 if __name__ == "__main__":

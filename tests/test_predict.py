@@ -204,5 +204,18 @@ def test_benchmark_quick_mode(tiny_run, tmp_path, capsys):
 
     assert predict_vs_pipeline.main(["--model", str(tiny_run), "--quick", "--json", str(tmp_path / "b.json")]) == 0
     fig = json.loads((tmp_path / "b.json").read_text())
-    assert fig["texts"] == 48 and fig["same_labels"] == 48 and fig["pipeline_tps"] > 0 and fig["predictor_tps"] > 0
-    assert "| identical labels" in capsys.readouterr().out
+    assert set(fig["datasets"]) == {"paragraphs", "articles"}
+    for d in fig["datasets"].values():
+        n, sides = d["texts"], d["sides"]
+        assert n in (48, 8) and d["max_length"] == 64
+        assert {"pipeline", "Predictor fp32", "Predictor int8 (+ fp32 guard)", "Predictor ONNX fp32 (onnxruntime)",
+                "Predictor ONNX int8 (onnxruntime)"} <= set(sides)
+        assert sides["Predictor fp32"]["same_as_pipeline"] == n  # the exact path: every label the pipeline's
+        assert sides["Predictor ONNX fp32 (onnxruntime)"]["same_as_fp32"] >= n - 1  # logits within ~1e-6
+        assert all(r["texts_per_s"] > 0 and r["wall_s"] >= r["setup_s"] > 0 for r in sides.values())
+        int8 = sides["Predictor int8 (+ fp32 guard)"]
+        assert 0 <= int8["recomputed"] <= n and int8["unguarded_same_as_fp32"] <= n
+    assert fig["onnx_export_s"] > 0 and fig["process_wall_s"] > fig["onnx_export_s"]
+    assert not (tiny_run / "model" / "onnx").exists()  # the bench exports into a folder of its own
+    out = capsys.readouterr().out
+    assert "| 48 paragraphs @ 64 | Predictor ONNX int8 (onnxruntime) |" in out and "whole bench process" in out

@@ -46,7 +46,7 @@ def short_texts(n: int, chars: int = 100) -> list[str]:
     return [t.strip()[:chars + 1].rsplit(" ", 1)[0] for t in texts[::step]][:n]
 
 
-def start_app(runs_dir: Path, timeout: float = 300) -> tuple[subprocess.Popen, str, float]:
+def start_app(runs_dir: Path, precision: str, timeout: float = 300) -> tuple[subprocess.Popen, str, float]:
     """`python app.py` on a free 127.0.0.1 port: (process, URL, seconds until /health answered)."""
     import httpx
 
@@ -54,7 +54,7 @@ def start_app(runs_dir: Path, timeout: float = 300) -> tuple[subprocess.Popen, s
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HUBTUNE_RUNS_DIR": str(runs_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+           "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1", "HUBTUNE_PRECISION": precision}
     env.pop("HUBTUNE_API_TOKEN", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chars", type=int, default=100, help="length of each text: an article's opening, cut at a word")
     p.add_argument("--max_seconds", type=float, default=900)
     p.add_argument("--quick", action="store_true", help="smoke test: 40 requests, 8 clients, 1 round")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "bf16"),
+                   help="the started app's precision (HUBTUNE_PRECISION); fp32 answers every text identically in any "
+                   "batch, int8 may not")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args(argv)
     if args.quick:
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             url = args.url.rstrip("/")
         else:
-            proc, url, ready_s = start_app(Path(args.runs_dir))
+            proc, url, ready_s = start_app(Path(args.runs_dir), args.precision)
         t0 = time.perf_counter()
         warm = send(url, args.model, texts[:4], 1, headers)  # loads the model, settles 'auto' (untimed)
         if warm["failures"]:

@@ -262,11 +262,12 @@ _shared_lock = threading.Lock()
 
 
 def shared_predictor() -> Predictor:
-    """The process-wide Predictor (one model cache for every user of the web app)."""
+    """The process-wide Predictor (one model cache for every user of the web app); HUBTUNE_PRECISION sets its
+    default precision (auto; the REST endpoint and the Prediction tab's 'auto' run it)."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = Predictor()
+            _shared = Predictor(precision=os.environ.get("HUBTUNE_PRECISION") or "auto")
         return _shared
 
 

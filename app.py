@@ -14,7 +14,7 @@ from pathlib import Path
 import ui  # noqa: F401 - sets the analytics default before gradio is imported
 import gradio as gr
 
-from ui import predict_tab, train_tab
+from ui import predict_tab, runs_tab, train_tab
 from ui.common import AppContext, default_runs_dir
 
 # (title, tab id, builder(ctx)): one line per tab, in display order. Builders find shared components in
@@ -22,6 +22,7 @@ from ui.common import AppContext, default_runs_dir
 TABS = [
     ("Prediction", "prediction", predict_tab.build),
     ("Fine-tuning", train_tab.TAB_ID, train_tab.build_tab),
+    ("Runs", runs_tab.TAB_ID, runs_tab.build),
 ]
 
 

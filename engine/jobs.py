@@ -32,7 +32,7 @@ from engine import processes
 from engine.config import DATA_EXTENSIONS, TrainConfig
 from engine.events import FINAL_STATES, RunDir, atomic_write_json, read_json
 # the launch side (accelerate configs, the exact command), known from here by the web app and the tests
-from engine.launch import (ACCELERATE_DIR, ROOT, _is_python_on_path, _rel, accelerate_configs,  # noqa: F401
+from engine.launch import (ACCELERATE_DIR, ROOT, _is_python_on_path, rel_path, accelerate_configs,  # noqa: F401
                            command_for, display_command, gpu_count, place, usable_accelerate_configs)
 
 MAX_UPLOAD_MB = float(os.environ.get("HUBTUNE_MAX_UPLOAD_MB", "200"))
@@ -125,7 +125,7 @@ class JobManager:
                 raise JobError(f"run name: '{run_name}' is already taken by another run; choose another name, or "
                                "leave the box empty for an automatic one")
             return run_name
-        base, n = slug(_data_label(cfg)), 1
+        base, n = slug(data_label(cfg)), 1
         while (self.runs_dir / f"{base}-{n}").exists():
             n += 1
         return f"{base}-{n}"
@@ -300,11 +300,37 @@ class JobManager:
         run_dir = self.run_dir(name)
         cfg = TrainConfig.load(run_dir / "config.yaml")
         cfg.resume_from_checkpoint = "latest"
-        cfg.output_dir = _rel(run_dir)  # an edited config.yaml cannot send the run outside the runs folder
+        cfg.output_dir = rel_path(run_dir)  # an edited config.yaml cannot send the run outside the runs folder
         cfg.validate(check_paths=True)
         cfg.save(run_dir / "config.yaml")
         self._enqueue(name)
         return self.info(name)
+
+    def delete(self, name: str, check_only: bool = False) -> None:
+        """Remove run `name` (`x`, or `group/x` such as a search trial): its folder and nothing else (a linked run:
+        the link only). A queued or running run, or one whose process is still alive, is refused: cancel it first.
+        Under the runner's lock, so no poll starts a run while it goes; `check_only`: refuse or pass, remove nothing."""
+        from engine.runs import is_run
+
+        path = self.runs_dir / name
+        if not name or len(name.split("/")) > 2 or any(slug(p) != p for p in name.split("/")) or not is_run(path):
+            raise JobError(f"delete: no run named '{name}' in the runs folder")
+        with self._lock():
+            job, status = read_json(path / "job.json", default={}) or {}, RunDir(path).read_status()
+            if path.parent == self.runs_dir and job and not path.is_symlink():  # this runner's: reconciled first
+                rec = self._reconcile(name)
+                state, alive = rec["state"], rec["alive"]
+            else:  # a search trial or a shell run: its own records, and the process it wrote down
+                state = status.get("state")  # a shell run's own pid counts while it says running (pids are reused)
+                pid = job.get("pid") or (status.get("pid") if state == "running" else None)
+                started = processes.start_time(pid) if pid else None  # None: no such process (any more)
+                alive = started is not None and job.get("pid_start") in (None, started)  # not a recycled pid
+                state = "failed" if state == "running" and pid and not alive else state  # died without a record
+            if state in ("queued", "starting", "running") or alive:
+                raise JobError(f"delete: run '{name}' is {'still exiting' if state == 'done' else state}; cancel it "
+                               "first, then delete it")
+            if not check_only:
+                path.unlink() if path.is_symlink() else shutil.rmtree(path)
 
     # queries ---------------------------------------------------------------------------------------------------
     def _names(self) -> list[str]:
@@ -340,7 +366,7 @@ class JobManager:
             "hub_push": status.get("hub_push"), "hub_url": status.get("hub_url"), "hub_error": status.get("hub_error"),
             "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
             "queue_position": queue.index(name) + 1 if name in queue else None,
-            "base_model": cfg.get("model_name_or_path"), "dataset": _data_label(cfg),
+            "base_model": cfg.get("model_name_or_path"), "dataset": data_label(cfg),
             "best_metric": metrics.get("best_metric"), "metric": metrics.get("metric_for_best_model") or cfg.get("metric_for_best_model"),
             "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"),
         }
@@ -364,7 +390,7 @@ def read_yaml_quiet(path: Path) -> dict:
         return {}
 
 
-def _data_label(cfg) -> str:
+def data_label(cfg) -> str:
     get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
     if get("dataset_name"):
         return str(get("dataset_name")).removeprefix("bundled:")

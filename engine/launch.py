@@ -54,8 +54,8 @@ def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[
     cfg_file = ACCELERATE_DIR / accelerate_config
     # `accelerate launch` as a module of this interpreter: the `accelerate` script would also import every other
     # accelerate subcommand (transformers, boto3: ~1.5 s per run) and might be another Python's on PATH
-    argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", _rel(cfg_file), "-m", "engine.train",
-            "--config", _rel(run_dir / "config.yaml")]
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", rel_path(cfg_file),
+            "-m", "engine.train", "--config", rel_path(run_dir / "config.yaml")]
     # cpu_ddp uses the MULTI_GPU launcher with use_cpu; accelerate needs this to start 2 CPU processes (DESIGN.md)
     env = {"ACCELERATE_USE_CPU": "1"} if accelerate_config.startswith("cpu") else {}
     return argv, env
@@ -64,10 +64,10 @@ def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[
 def place(cfg, run_dir: Path):
     """Point `cfg` at `run_dir` as the job runner writes it into config.yaml: paths relative to the repo root where
     they lie inside it (the launch runs there), so the command and config.yaml shown before Start are the real ones."""
-    cfg.output_dir = _rel(run_dir)
+    cfg.output_dir = rel_path(run_dir)
     for key in ("train_file", "validation_file", "test_file"):
         if getattr(cfg, key) and Path(getattr(cfg, key)).exists():
-            setattr(cfg, key, _rel(Path(getattr(cfg, key))))
+            setattr(cfg, key, rel_path(Path(getattr(cfg, key))))
     return cfg
 
 
@@ -84,7 +84,7 @@ def _is_python_on_path(executable: str) -> bool:
     return bool(found) and os.path.realpath(found) == os.path.realpath(executable)
 
 
-def _rel(path: Path) -> str:
+def rel_path(path: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:

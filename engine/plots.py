@@ -149,14 +149,9 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
     """
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(size)
-    ax = fig.add_subplot()
-    ax.set_title(title, fontsize=10, loc="left")
     shown = [s for s in series if s["x"]]
-    if not shown:
-        ax.text(0.5, 0.5, "no data yet", ha="center", va="center", fontsize=10, color="#6b7280",
-                transform=ax.transAxes)
-        ax.set_axis_off()
+    fig, ax = titled_axes(title, size, empty=not shown)
+    if ax is None:
         return fig
     right = max(max(max(s["x"]) for s in shown), 1)
     for s, color in zip(shown, COLORS):
@@ -167,7 +162,7 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
     ax.set_xlim(0, right)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=2))
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.yaxis.set_major_formatter(_tick_formatter(y_format))
+    ax.yaxis.set_major_formatter(tick_formatter(y_format))
     if y_range:
         ax.set_ylim(*y_range)
     _label_latest(ax, [(s, c) for s, c in zip(shown, COLORS) if s.get("points")], y_format, right)
@@ -179,6 +174,19 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
     if len(shown) > 1:
         ax.legend(fontsize=8, frameon=False, loc="best")
     return fig
+
+
+def titled_axes(title: str, size, empty: bool = False) -> tuple:
+    """(figure, its one axes titled `title` at the left); when `empty`, the chart says "no data yet" instead of
+    drawing empty axes, and the axes returned are None."""
+    fig = _figure(size)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=10, loc="left")
+    if not empty:
+        return fig, ax
+    ax.text(0.5, 0.5, "no data yet", ha="center", va="center", fontsize=10, color="#6b7280", transform=ax.transAxes)
+    ax.set_axis_off()
+    return fig, None
 
 
 def _label_latest(ax, marked: list[tuple[dict, str]], y_format: str, right: float) -> None:
@@ -224,7 +232,7 @@ def _fmt(v: float, style: str, step: float | None = None) -> str:
     return f"{v:.{_decimals(step)}f}"
 
 
-def _tick_formatter(style: str):
+def tick_formatter(style: str):
     from matplotlib.ticker import Formatter
 
     class Ticks(Formatter):

@@ -72,13 +72,7 @@ def _mtime(run: RunDir) -> float:
 
 def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
     """What a listing shows of one run: name, state, base model, data, headline metrics, steps."""
-    import yaml
-
-    status = run.read_status()
-    try:
-        cfg = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        cfg = {}
+    status, cfg = run.read_status(), read_config(run)
     metrics = read_json(run.metrics, {}) or {}
     val = metrics.get("validation") or {}
     name = run.path.name
@@ -92,10 +86,41 @@ def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
             "total_steps": status.get("total_steps"), "error": status.get("error")}
 
 
-def _parser():
-    p = CliParser(prog="python -m engine.runs", description="List the runs of a runs folder, newest first.")
+def read_config(run: RunDir) -> dict:
+    """A run's config.yaml as a dict ({} when missing or unreadable)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def print_table(head, lines) -> None:
+    """Print rows of cells as columns padded to their widest cell."""
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    for line in [head, *lines]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
+
+
+def runs_parser(prog: str, description: str) -> CliParser:
+    """A command's parser whose first argument is the runs folder (default: HUBTUNE_RUNS_DIR or runs/)."""
+    p = CliParser(prog=prog, description=description)
     p.add_argument("runs_dir", nargs="?", default=os.environ.get("HUBTUNE_RUNS_DIR") or "runs",
                    help="the runs folder (default: HUBTUNE_RUNS_DIR or runs/)")
+    return p
+
+
+def parse_runs_args(parser: CliParser, argv: list[str] | None):
+    """`argv` parsed; a ConfigError when an argument is bad or runs_dir is not a folder."""
+    args = parser.parse_args(argv)
+    if not Path(args.runs_dir).is_dir():
+        raise ConfigError(f"runs_dir: '{args.runs_dir}' is not a folder; give the runs folder (default runs/)")
+    return args
+
+
+def _parser():
+    p = runs_parser("python -m engine.runs", "List the runs of a runs folder, newest first.")
     p.add_argument("--finished", action="store_true", help="only finished runs (a complete model/)")
     p.add_argument("--json", action="store_true", help="one JSON object per run")
     return p
@@ -104,9 +129,7 @@ def _parser():
 def main(argv: list[str] | None = None) -> int:
     """Print the runs as a table (or JSON lines); 2 with one line on a bad argument."""
     try:
-        args = _parser().parse_args(argv)
-        if not Path(args.runs_dir).is_dir():
-            raise ConfigError(f"runs_dir: '{args.runs_dir}' is not a folder; give the runs folder (default runs/)")
+        args = parse_runs_args(_parser(), argv)
     except ConfigError as e:
         return report(e)
     rows = [summary(r, args.runs_dir) for r in list_runs(args.runs_dir, finished=args.finished)]
@@ -121,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [[r["name"], r["state"], Path(str(r["model"] or "")).name or "-", Path(str(r["data"] or "")).name or "-",
               f"{r['metric']} {r['score']:.4f}" if isinstance(r["score"], (int, float)) else "-",
               f"{r['step'] or 0}/{r['total_steps'] or '?'}"] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *table)]
-    for row in [head, *table]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    print_table(head, table)
     return 0
 
 

@@ -105,6 +105,43 @@ def per_class_table(validation: dict, v: HeadView) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).round(4)
 
 
+def metric_style(problem_types, metrics) -> str:
+    """The tick style of a chart of several runs' validation metrics: their head's (percent for accuracy and F1)
+    when every run has the same head and each metric drawn is one of that head's curves, else plain."""
+    kinds = {view(p) for p in problem_types}
+    v = next(iter(kinds)) if len(kinds) == 1 else None
+    return v.curve_format if v is not None and set(metrics) <= {key for key, _ in v.curves} else "plain"
+
+
+PER_LABEL = (("f1-score", "F1"), ("precision", "precision"), ("recall", "recall"))
+
+
+def side_by_side(metrics_by_run: dict[str, dict]) -> pd.DataFrame:
+    """Finished runs' validation results next to each other: for runs of one classification head, a row per class
+    (single-label) or label (multi-label) with each run's F1, precision and recall (and tuned thresholds), a
+    metric's columns together; for regression, or runs of different heads, a row per headline metric."""
+    views = {name: view(m) for name, m in metrics_by_run.items()}
+    values = {name: (m.get("validation") or {}) for name, m in metrics_by_run.items()}
+    kinds = set(views.values())
+    if len(kinds) == 1 and (v := next(iter(kinds))).per_class:
+        labels = list(dict.fromkeys(k for val in values.values() for k in (val.get("per_class") or {})))
+        columns = [(f"{title} · {name}", name, key) for key, title in PER_LABEL for name in values]
+        if v.thresholds:
+            columns += [(f"threshold · {name}", name, "threshold") for name in values]
+
+        def cell(name, label, key):
+            if key == "threshold":
+                return (values[name].get("thresholds") or {}).get(label)
+            return ((values[name].get("per_class") or {}).get(label) or {}).get(key)
+
+        rows = [[label, *(cell(name, label, key) for _, name, key in columns)] for label in labels]
+        return pd.DataFrame(rows, columns=["label", *(c[0] for c in columns)]).round(4)
+    headline = list(dict.fromkeys(pair for hv in views.values() for pair in hv.headline))
+    rows = [[title, *(values[name].get(key) for name in values)] for key, title in headline
+            if any(isinstance(values[name].get(key), (int, float)) for name in values)]
+    return pd.DataFrame(rows, columns=["metric", *values]).round(4)
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1].rstrip() + "…"
 

@@ -42,7 +42,7 @@ def progress_html(info: dict | None) -> str:
         parts.append(f"<span id='run-phase' data-phase='{busy[0]}'>{busy[1]}…</span>")
     elif state == "running" and info.get("eta_seconds") is not None:
         eta = info["eta_seconds"]
-        parts.append(f"ETA {_fmt_seconds(eta)}" if eta >= 1 else "ETA under a second")
+        parts.append(f"ETA {fmt_seconds(eta)}" if eta >= 1 else "ETA under a second")
     if state == "queued" and info.get("queue_position"):
         parts.append(f"position {info['queue_position']} in the queue")
     if state == "done" and info.get("dir") and \
@@ -93,7 +93,7 @@ def _hidden(text: str) -> str:
     return hide_server_paths(text)
 
 
-def _fmt_seconds(s: float) -> str:
+def fmt_seconds(s: float) -> str:
     s = int(s)
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 

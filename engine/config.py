@@ -37,6 +37,8 @@ REFUSED_KEYS = {
     "trust_remote_code": "trust_remote_code: refused; hubtune never runs code shipped with a model (only built-in "
                          "transformers architectures with safetensors weights); remove the key",
 }
+# blocks of a run YAML that belong to other commands: a run trains the config without them
+OTHER_BLOCKS = ("search",)  # `search:` is engine.search's (engine/search_config.py)
 
 
 def _f(default, help: str, group: str, **extra):
@@ -227,6 +229,7 @@ def _closest(name: str, prefix: str = "") -> str:
 def _to_argv(values: dict, source: str) -> list[str]:
     """Turn YAML/form values into flags so they get the same type conversion and checks as the command line."""
     names = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in values.items() if k not in OTHER_BLOCKS}
     unknown = [k for k in values if k not in names]
     if unknown:
         raise ConfigError([REFUSED_KEYS.get(k) or f"{source}: unknown key '{k}'{_closest(k)}" for k in unknown])

@@ -23,7 +23,7 @@ from engine import tasks
 from engine.data import BUNDLED, DATA_EXTENSIONS
 from engine.tasks.image_classification.data import ARCHIVES
 from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place
-from ui import base_models, forms, run_panel
+from ui import base_models, forms, run_panel, search_panel
 from ui.train_upload import DEFAULT_COLUMNS, wire_upload
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
 
@@ -66,9 +66,12 @@ def build(runs_dir=None, tabs: gr.Tabs | None = None, predict_model: gr.componen
             gr.Markdown("### 2 · Hyperparameters")
             c["hints"] = dict.fromkeys(HINTED)  # Check's advice shows under these fields
             c["form"] = forms.build_form(exclude=MANAGED, hints=c["hints"])
+            search_panel.build_settings(c)  # the Search mode: keys to vary over this form's config
             _run_widgets(c)
         with gr.Column(scale=4):
-            c.update(run_panel.build(mgr))
+            with gr.Column() as c["run_column"]:
+                c.update(run_panel.build(mgr))
+            search_panel.build_view(c, mgr)
     _wire(c, mgr)
     run_panel.wire(c, mgr)
     if predict_model is not None and tabs is not None:
@@ -213,6 +216,9 @@ def _wire(c, mgr: JobManager) -> None:
     form_inputs = [c["form"][n] for n in forms_names()]
     data_inputs = [c["base_model"], c["source"], c["bundled"], c["hub_id"], c["text_col"], c["label_col"]]
     plan_inputs = [c["run_name"], c["accel"], *data_inputs, *form_inputs]
+    # the Search mode's trials start from the config these same widgets give
+    search_panel.wire(c, mgr, [c["accel"], *data_inputs, *form_inputs],
+                      lambda *values: _plan(mgr, uploads.get(), None, *values)[0])
 
     def on_source(source):
         return (gr.update(visible=source == SOURCES[0]), gr.update(visible=source == SOURCES[1]),

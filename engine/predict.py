@@ -3,6 +3,7 @@
     python -m engine.predict --model runs/x/model --text "..."
     python -m engine.predict --model user/repo --input in.csv --text_column review --output out.csv
     python -m engine.predict --model runs/x --backend onnx [--precision int8] --text "..."   # after engine.export
+    python -m engine.predict --model runs/x --text "..." --explain [--explain_steps 50] [--explain_label sports]
 
 Models come through engine.modeling (local run, offline copy, Hub id + revision; safetensors only, never remote
 code) and stay in a small LRU cache shared by every caller (all users of the web app): bounded by bytes and count,
@@ -298,6 +299,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="onnx: run the model's onnx/ export (python -m engine.export) with onnxruntime on the CPU; "
                    "--precision int8 picks onnx/model_quantized.onnx")
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    # explanations (engine/explain.py): Integrated Gradients through Captum
+    p.add_argument("--explain", action="store_true", help="print which words pushed the prediction toward the "
+                   "label, with their attributions and the convergence delta (--image: a saliency overlay PNG)")
+    p.add_argument("--explain_steps", type=int, default=50, help="integration steps: about one forward+backward "
+                   "pass each; more steps, smaller delta (1 to 500)")
+    p.add_argument("--explain_label", help="the label to explain (default: the predicted one; regression: toward "
+                   "higher values)")
     return p
 
 
@@ -313,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # stderr carries our own progress line and errors only
+        if args.explain:
+            from engine import explain
+
+            return explain.cli(predictor, args)
         if args.input:
             def show_progress(fraction, desc):
                 print(f"\r{desc} ({fraction:.0%})", end="", file=sys.stderr, flush=True)

@@ -2,7 +2,8 @@
 
 API: /predict_image (image, model, revision) -> (label, note); /predict_sketch (sketch, model, revision) ->
 (sketch label, sketch note): the drawing has its own answer box, so the upload's answer stays beside it.
-/pick_image_example (example) -> image. The examples next to the upload are the run's own validation images
+/pick_image_example (example) -> image; /explain_image, /explain_sketch: saliency overlays (ui/explain_view.py).
+The examples next to the upload are the run's own validation images
 (samples/, see ui/examples.py); digit models of older runs without samples/ get real MNIST digits instead.
 The sketchpad is shown only for digit models (ten digit labels, or a 1-channel 28x28 / 8x8 input),
 judged from the model's config.json so picking a model stays free of torch.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ui import explain_view
 from ui.common import ui_errors
 from ui.examples import IMAGE_LIMIT, RunExamples
 
@@ -67,16 +69,23 @@ def is_digit_model(model: str) -> bool:
     return config.get("num_channels") == 1 and size in DIGIT_SIZES
 
 
+def image_model(model: str, revision: str):
+    """The shared Predictor's loaded image model; text models and user-code models are refused clearly."""
+    from engine.predict import shared_predictor
+
+    lm = shared_predictor().load(model, revision, allow_user_code=False)
+    if lm.kind.input_kind != "image":
+        raise gr.Error(f"model: '{model}' is a {lm.task} model, it reads text, not images; pick an image model "
+                       "or type text in the Text box", print_exception=False)
+    return lm
+
+
 def _web_predict(image, model: str, revision: str) -> tuple[dict, str]:
     """Predict one image with the shared Predictor; text models and user-code models are refused clearly."""
     from engine.predict import shared_predictor
 
-    predictor = shared_predictor()
-    lm = predictor.load(model, revision)
-    if lm.kind.input_kind != "image":
-        raise gr.Error(f"model: '{model}' is a {lm.task} model, it reads text, not images; pick an image model "
-                       "or type text in the Text box", print_exception=False)
-    probs = predictor.predict_image(model, image, revision, allow_user_code=False)
+    lm = image_model(model, revision)
+    probs = shared_predictor().predict_image(model, image, revision, allow_user_code=False)
     top = next(iter(probs))
     return probs, f"`{model}`: **{top}** ({probs[top]:.0%}) of {len(lm.labels)} labels"
 
@@ -90,9 +99,8 @@ def predict_image(image, model: str, revision: str):
     return _web_predict(image, model, revision)  # the engine opens the file; a broken one is one clear line
 
 
-@ui_errors
-def predict_sketch(sketch, model: str, revision: str):
-    """Labels with probabilities for a digit drawn on the sketchpad (dark stroke on white -> MNIST style)."""
+def drawing(sketch):
+    """The sketchpad's drawing as the digit image a model reads (dark stroke on white -> MNIST style)."""
     import numpy as np
 
     composite = (sketch or {}).get("composite") if isinstance(sketch, dict) else sketch
@@ -100,7 +108,13 @@ def predict_sketch(sketch, model: str, revision: str):
         raise gr.Error("sketch: nothing drawn; draw a digit on the sketchpad first", print_exception=False)
     from engine.tasks.image_classification.inputs import to_model_input
 
-    return _web_predict(to_model_input(np.asarray(composite)), model, revision)
+    return to_model_input(np.asarray(composite))
+
+
+@ui_errors
+def predict_sketch(sketch, model: str, revision: str):
+    """Labels with probabilities for a digit drawn on the sketchpad."""
+    return _web_predict(drawing(sketch), model, revision)
 
 
 def _name_bad_uploads(image: gr.Image) -> gr.Image:
@@ -155,8 +169,8 @@ def pick_example(sample):
     return sample[0] if sample else None
 
 
-def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict) -> dict:
-    """The image input group (hidden until an image model is picked).
+def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict, demo=None) -> dict:
+    """The image input group (hidden until an image model is picked), with the Explain sections (ui/explain_view.py).
 
     Returns the components the tab wires: "group", "sketch_col", "examples" (Dataset), "examples_hint".
     """
@@ -171,6 +185,7 @@ def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict) -> dict:
                 go_image = gr.Button("Predict image", variant="primary", elem_id="predict-image-button")
                 label = gr.Label(num_top_classes=5, label="Prediction (image)", elem_id="predict-image-label")
                 note = gr.Markdown(label="details", elem_id="predict-image-note")
+                explain = explain_view.build_image(demo, model, revision, image)
                 examples = gr.Dataset(components=[gr.Image(format="png", render=False)], samples=[],
                                       label="Examples", visible=False, samples_per_page=IMAGE_LIMIT,
                                       elem_id="predict-image-examples")
@@ -185,6 +200,7 @@ def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict) -> dict:
                 sketch_label = gr.Label(num_top_classes=5, label="Prediction (drawing)",
                                         elem_id="predict-sketch-label")
                 sketch_note = gr.Markdown(label="drawing details", elem_id="predict-sketch-note")
+                explain_view.build_sketch(model, revision, sketch, explain)
     go_image.click(predict_image, [image, model, revision], [label, note], api_name="predict_image", **limits)
     go_sketch.click(predict_sketch, [sketch, model, revision], [sketch_label, sketch_note],
                     api_name="predict_sketch", **limits)

@@ -10,6 +10,8 @@ auto (default), fp32, int8, bf16 where native (engine/predict.py); the label is 
 /model_examples (model) -> (text examples, hint, image examples, hint): the run's own validation data
 (ui/examples.py); /pick_text_example (example) -> text;
 /predict_image and /predict_sketch (ui/predict_images.py): the loaded model's task picks the input widget.
+/explain (text, model, revision, steps, label) -> (highlighted words, note): Integrated Gradients below the
+prediction, in its own queue (ui/explain_view.py; images: /explain_image, /explain_sketch).
 Every handler runs engine code and turns its one-line errors into gr.Error; torch is imported on first use only.
 """
 
@@ -27,7 +29,7 @@ from engine.metrics import one_class_warning
 from engine import batcher, tasks
 from engine.predict import check_text, shared_predictor
 from engine.tasks.text_classification.auto_precision import describe as describe_precision
-from ui import examples, heads_view, predict_images
+from ui import examples, explain_view, heads_view, predict_images
 from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
@@ -262,12 +264,13 @@ def build(ctx: AppContext) -> None:
             gr.ClearButton([text])
         label = heads_view.prediction_label(num_top_classes=5, label="Prediction", elem_id="predict-label")
         note = gr.Markdown(label="details", elem_id="predict-note")
+        explain_view.build_text(ctx.demo, model, revision, text, label)  # /explain: word attributions
         text_examples = gr.Dataset(components=["textbox", "textbox"], headers=["Text", "True label"], samples=[],
                                    label="Examples from this run's validation data (click one to fill the text box)",
                                    visible=False, samples_per_page=10, elem_id="predict-examples")
         text_hint = gr.Markdown(visible=False, elem_id="predict-examples-hint")
     limits = {"concurrency_limit": CONCURRENCY, "concurrency_id": "predict"}
-    image = predict_images.build(model, revision, limits)
+    image = predict_images.build(model, revision, limits, ctx.demo)
 
     with gr.Column() as text_tools:  # file batches and comparisons read text: hidden for image models
         with gr.Accordion("Batch: classify a file", open=False):

@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import DataError
+from engine.errors import DataError, ModelError
 
 
 @dataclass
@@ -173,6 +173,12 @@ class Task:
     def onnx_usage(self, usage_id: str, head, quantized: bool = False) -> str:
         """The model card's snippet running onnx/model.onnx (or model_quantized.onnx) with onnxruntime."""
         return self._export().usage(usage_id, head, quantized)
+
+    # --- explanations (engine/explain.py) ---------------------------------------------------------------------
+    def explain(self, lm, value, label: str | None, steps: int):
+        """An engine.explain.Explanation of `lm`'s prediction for `value` toward `label` (None: the predicted
+        one): Integrated Gradients with `steps` steps, as this task's inputs allow (its `explain` module)."""
+        raise ModelError(f"explain: {self.tag} models have no explanations; explain a text or image classifier")
 
 
 def onnx_snippet(usage_id: str, quantized: bool, preprocessor: str, run: str) -> str:

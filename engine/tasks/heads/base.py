@@ -3,7 +3,7 @@ a run's settings against the head its data called for."""
 
 from __future__ import annotations
 
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, PredictError
 
 # metrics where lower is better (all others: higher is better)
 LOWER_IS_BETTER = ("loss", "mse", "rmse", "mae", "hamming_loss")
@@ -76,6 +76,25 @@ class Head:
 
     def data_warnings(self, report: dict, cfg) -> list[str]:
         return []
+
+    # --- explanations (engine/explain.py): what "toward a label" means for this head ------------------------------
+    def explain_index(self, names: list[str], label: str | None, row) -> int:
+        """The output an explanation attributes: `label`'s, else the predicted one (the highest score of `row`)."""
+        if label is None or not str(label).strip():
+            return max(range(len(row)), key=lambda i: float(row[i]))
+        if str(label) not in names:
+            raise PredictError(f"explain_label: '{label}' is not a label of this model ({', '.join(names[:20])}); "
+                               "pick one of them, or none for the predicted label")
+        return names.index(str(label))
+
+    def explained(self, logits, index: int):
+        """The number per row that the attributions add up to (its change from the baseline): the label's logit,
+        which for a sigmoid is the log-odds of its score."""
+        return logits.float()[:, index]
+
+    def explain_meaning(self, name: str) -> str:
+        """What a positive attribution pushes the output toward, in words."""
+        return f"toward '{name}' (its logit: the log-odds of its score)"
 
 
 def parse_weights(cfg, names: list[str], what: str = "class") -> list[float] | str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.errors import DataError
+from engine.errors import DataError, PredictError
 from engine.tasks.heads.base import Head
 
 
@@ -99,6 +99,16 @@ class Regression(Head):
 
     def saved_settings(self) -> dict:
         return {"label_range": self.label_range} if self.label_range else {}
+
+    def explain_index(self, names: list[str], label: str | None, row) -> int:
+        """The one output; an explanation of a number is toward higher values (negative: toward lower)."""
+        if label is not None and str(label).strip() and str(label) != names[0]:
+            raise PredictError(f"explain_label: '{label}' is not this model's output; a regression model has one "
+                               f"({names[0]}) and explains toward higher values; give no label")
+        return 0
+
+    def explain_meaning(self, name: str) -> str:
+        return f"toward higher {name} (negative: toward lower)"
 
     def losses(self, logits, labels):
         return (logits.float().view(-1) - labels.float().view(-1)) ** 2

@@ -146,6 +146,17 @@ class SingleLabel(Head):
         top2 = logits.topk(2, dim=-1).values
         return (top2[:, 0] - top2[:, 1] < margin).nonzero().flatten()
 
+    def explained(self, logits, index: int):
+        """The label's log-odds against the other labels together (log p / (1 - p) of its softmax probability; for
+        two labels, the logit difference): positive attributions make the label more likely, not just its logit
+        larger while the others grow too."""
+        logits = logits.float()
+        others = [j for j in range(logits.shape[-1]) if j != index]
+        return logits[:, index] - logits[:, others].logsumexp(-1)
+
+    def explain_meaning(self, name: str) -> str:
+        return f"toward '{name}' (its log-odds against the other labels)"
+
     def decisions(self, scores) -> list:
         """The predicted class of each row."""
         import numpy as np

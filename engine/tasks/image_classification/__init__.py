@@ -108,6 +108,12 @@ class ImageClassification(Task):
 
         return list(image_scores(lm, images))
 
+    def explain(self, lm, value, label, steps):
+        """Integrated Gradients on the pixels, as a saliency overlay on the image (explain.py)."""
+        from engine.tasks.image_classification.explain import explain
+
+        return explain(lm, value, label, steps)
+
     def check_input(self, lm, value):
         if isinstance(value, str) and not Path(value).suffix:
             raise DataError(f"model: '{lm.name}' reads images; give it an image (--image, the Image box)")

@@ -341,13 +341,19 @@ def load_image_model(name: str, revision, path, device: str | None, allow_user_c
                        head=heads.for_config(model.config))
 
 
+def input_channels(lm) -> int:
+    """The channels a loaded image model reads (its config's, else its processor's)."""
+    from engine.tasks.image_classification.inputs import processor_channels
+
+    return int(getattr(lm.model.config, "num_channels", 0) or processor_channels(lm.processor))
+
+
 def image_scores(lm, images: list):
     """One score row (numpy) per image, in fp32 (single images: bf16 would save nothing worth a flip)."""
     import torch
 
-    from engine.tasks.image_classification.inputs import pixel_values, processor_channels
+    from engine.tasks.image_classification.inputs import pixel_values
 
-    channels = int(getattr(lm.model.config, "num_channels", 0) or processor_channels(lm.processor))
-    batch = pixel_values(images, lm.processor, channels).to(lm.device)
+    batch = pixel_values(images, lm.processor, input_channels(lm)).to(lm.device)
     with torch.inference_mode():
         return lm.head.scores(lm.model(pixel_values=batch).logits).cpu().numpy()

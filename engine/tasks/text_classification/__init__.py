@@ -105,6 +105,12 @@ class TextClassification(Task):
             precision, guard = auto_precision.resolve(lm, batch_size)
         return inference.scores(lm, texts, batch_size, precision, max_length, guard)
 
+    def explain(self, lm, value, label, steps):
+        """Layer Integrated Gradients on the input embeddings, word by word (explain.py)."""
+        from engine.tasks.text_classification.explain import explain
+
+        return explain(lm, value, label, steps)
+
     def check_input(self, lm, value):
         if not isinstance(value, str):
             raise DataError(f"model: '{lm.name}' reads text; give it text (--text, the Text box)")

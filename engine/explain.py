@@ -116,7 +116,7 @@ def estimate_seconds(lm, value, steps: int = DEFAULT_STEPS) -> float:
 
 def cost_line(steps: int, seconds: float | None = None) -> str:
     """What an explanation costs, said before it runs."""
-    here = f": about {seconds:.1f} s here" if seconds is not None else ""
+    here = "" if seconds is None else f": about {seconds:.1f} s here" if seconds >= 0.05 else ": under 0.1 s here"
     return f"an explanation costs about {steps} forward+backward passes of the model{here}"
 
 

@@ -28,11 +28,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def patient_url_ok(url: str) -> bool:
+    """gradio's launch asks once, with a 3 s timeout, whether the server it has just started answers (it looks for
+    notebooks without localhost, and then demands share=True); with both cores busy training in other test workers
+    that first answer can take longer, so ask again for up to a minute."""
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.head(url, timeout=10).status_code < 400:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 @contextlib.contextmanager
 def serve(demo) -> Iterator[str]:
     """Launch `demo` on 127.0.0.1:<free port> in this process; yield its URL; close it at the end."""
+    from unittest import mock
+
     demo.queue()
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    with mock.patch("gradio.networking.url_ok", patient_url_ok):
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True)
     try:
         yield url.rstrip("/") + "/"
     finally:

@@ -57,7 +57,7 @@ def test_explain_highlights_the_words_and_never_blocks_a_prediction(browser, lau
         page.wait_for_function("() => document.querySelector('#predict-label .output-class')?.innerText.trim()")
         assert page.locator("#predict-label .output-class").inner_text().strip() == predicted
         # after the prediction the cost line says how long an explanation takes here, before the click
-        page.wait_for_function("() => /(about [0-9.]+|under 0.1) s here/.test(document.querySelector('#explain-cost').innerText)")
+        page.wait_for_function("() => /(about [0-9.]+|under 0.1) s here/.test((document.querySelector('#explain-cost')?.innerText || ''))")
         assert "forward+backward passes" in page.locator("#explain-cost").inner_text()
 
         page.locator("#explain-steps input[type=number]").fill("20")

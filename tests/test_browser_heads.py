@@ -114,7 +114,7 @@ def _shot(page, name: str) -> None:
 def _show_run(page, name: str) -> None:
     page.get_by_role("tab", name="Fine-tuning").click()
     page.locator("#train-runs [role=gridcell]", has_text=name).first.click()
-    page.wait_for_function(f"document.querySelector('#run-progress').innerText.includes('{name}')")
+    page.wait_for_function(f"(document.querySelector('#run-progress')?.innerText || '').includes('{name}')")
     page.wait_for_selector("#run-state[data-state='done']")
 
 
@@ -129,7 +129,7 @@ def _predictions(run: Path) -> list[dict]:
 def test_regression_run_shows_scatter_and_largest_errors(page, head_runs):
     _show_run(page, "vader")
     page.wait_for_function("document.querySelector('#run-headline') && "
-                           "document.querySelector('#run-headline').innerText.includes('R²')")
+                           "(document.querySelector('#run-headline')?.innerText || '').includes('R²')")
     image = page.locator("#train-confusion img")
     image.wait_for()
     assert "predictions_scatter" in image.get_attribute("src")  # the scatter plot, not a confusion matrix
@@ -174,7 +174,7 @@ def _pick(page, name: str) -> None:
 def _predict(page, text: str) -> str:
     page.locator("#predict-text textarea").fill(text)
     page.locator("#predict-button").click()
-    page.wait_for_function("document.querySelector('#predict-note').innerText.includes('Predicted')")
+    page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('Predicted')")
     return page.locator("#predict-label").inner_text()
 
 
@@ -239,11 +239,11 @@ def test_check_on_imbalanced_data_hints_class_weights(page, tmp_path):
     page.get_by_role("tab", name="Fine-tuning").click()
     page.locator("[data-testid='Upload a file-radio-label']").click()
     page.locator("#train-upload input[type=file]").set_input_files(str(data))
-    page.wait_for_function("document.querySelector('#train-problems').innerText.includes('columns')")
+    page.wait_for_function("(document.querySelector('#train-problems')?.innerText || '').includes('columns')")
     hint = page.locator("#cfg-class_weights-hint")
     assert not hint.is_visible()
     page.locator("#train-check").click()
-    page.wait_for_function("document.querySelector('#train-report').innerText.includes('ETA')", timeout=120_000)
+    page.wait_for_function("(document.querySelector('#train-report')?.innerText || '').includes('ETA')", timeout=120_000)
     hint.wait_for(state="visible")
     assert "class_weights: balanced" in hint.inner_text()
     # the field sits right there, and what is typed into it flows into the config.yaml a Start would write
@@ -252,6 +252,6 @@ def test_check_on_imbalanced_data_hints_class_weights(page, tmp_path):
     box.fill("balanced")
     box.press("Tab")
     page.locator("#train-yaml-accordion button.label-wrap").first.click()
-    page.wait_for_function("document.querySelector('#train-yaml').innerText.includes('class_weights: balanced')")
+    page.wait_for_function("(document.querySelector('#train-yaml')?.innerText || '').includes('class_weights: balanced')")
     hint.scroll_into_view_if_needed()
     _shot(page, "class_weights_hint")

@@ -90,7 +90,7 @@ def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub,
         page.wait_for_timeout(2_500)  # a refresh tick of the run view must not overwrite what the user typed
         assert repo_box.input_value() == repo_id
         page.locator("#hub-push").click()
-        page.wait_for_function("document.querySelector('#hub-result').innerText.includes('Pushed')")
+        page.wait_for_function("(document.querySelector('#hub-result')?.innerText || '').includes('Pushed')")
         link = page.locator("#hub-result a")
         assert link.get_attribute("href") == f"{hub.url}/{repo_id}" and link.inner_text() == repo_id
         _shot(page, "1_pushed")
@@ -111,10 +111,10 @@ def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub,
         model_box.fill(repo_id)
         model_box.press("Enter")
         page.locator("#predict-revision textarea").fill(sha)
-        page.wait_for_function("document.querySelector('#predict-model-info').innerText.includes('Hub model')")
+        page.wait_for_function("(document.querySelector('#predict-model-info')?.innerText || '').includes('Hub model')")
         page.locator("#predict-text textarea").fill(TEXT)
         page.locator("#predict-button").click()
-        page.wait_for_function(f"document.querySelector('#predict-note').innerText.includes('{sha}')",
+        page.wait_for_function(f"(document.querySelector('#predict-note')?.innerText || '').includes('{sha}')",
                                timeout=120_000)
         label = page.locator("#predict-label .output-class").inner_text().strip()
         assert label == expected

@@ -43,7 +43,7 @@ def page(browser, url):
 def _show(page, name: str) -> None:
     """Click the run's row in the runs list, as a user would, and wait for its view."""
     page.locator("#train-runs [role=gridcell]", has_text=name).first.click()
-    page.wait_for_function(f"document.querySelector('#run-progress').innerText.includes('{name}')")
+    page.wait_for_function(f"(document.querySelector('#run-progress')?.innerText || '').includes('{name}')")
 
 
 def _shot(page, name: str) -> None:
@@ -149,7 +149,7 @@ def test_failed_run_shows_its_error(page):
     _shot(page, "3_failed")
 
     page.locator("#train-cancel").evaluate("b => { b.disabled = false; b.click(); }")  # as an API client could
-    page.wait_for_function("document.querySelector('#run-message').innerText.includes('already failed')")
+    page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('already failed')")
     assert page.locator("#run-message").inner_text().startswith("⛔")
     assert "Error" not in page.locator("#train-progress").inner_text()  # no status badge over the progress line
     _shot(page, "4_cancel_refused")

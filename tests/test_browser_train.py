@@ -84,14 +84,14 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     page.get_by_role("tab", name="Fine-tuning").click()
     page.locator("[data-testid='Upload a file-radio-label']").click()
     page.locator("#train-upload input[type=file]").set_input_files(str(data))
-    page.wait_for_function("document.querySelector('#train-problems').innerText.includes('columns: topic')")
+    page.wait_for_function("(document.querySelector('#train-problems')?.innerText || '').includes('columns: topic')")
     _choose(page, "train-text-col", "article")
     _choose(page, "train-label-col", "topic")
 
     # bad input first: the trainer's own validation, shown in the form before anything is launched
     _number(page, "learning_rate", -1)
     page.locator("#train-check").click()
-    page.wait_for_function("document.querySelector('#train-problems').innerText.includes('learning_rate')")
+    page.wait_for_function("(document.querySelector('#train-problems')?.innerText || '').includes('learning_rate')")
     assert "must be >=" in page.locator("#train-problems").inner_text()
     assert not [p for p in runs_dir.iterdir() if p.name != "uploads" and p.is_dir()]
 
@@ -107,7 +107,7 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     _open(page, "logging")
     _number(page, "logging_steps", 1)
     page.locator("#train-check").click()
-    page.wait_for_function("document.querySelector('#train-report').innerText.includes('ETA')", timeout=300_000)
+    page.wait_for_function("(document.querySelector('#train-report')?.innerText || '').includes('ETA')", timeout=300_000)
     report = page.locator("#train-report").inner_text()
     assert "Token lengths" in report and "Padding" in report and "6 optimizer steps" in report, report
     counts = page.locator("#train-label-counts").inner_text()
@@ -118,7 +118,7 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     _shot(page, "1_preflight")
 
     page.locator("#train-start").click()
-    page.wait_for_function("document.querySelector('#train-problems').innerText.includes('started')")
+    page.wait_for_function("(document.querySelector('#train-problems')?.innerText || '').includes('started')")
     run_name = re.search(r"run (\S+) started", page.locator("#train-problems").inner_text()).group(1)
     command = page.locator("#train-command .cm-content").inner_text()
     from engine.jobs import JobManager
@@ -127,14 +127,14 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     assert command.strip() == job["command"] and f"--config {runs_dir / run_name / 'config.yaml'}" in command
 
     # the curve grows while it runs: the step count advances and the loss plot changes
-    page.wait_for_function("/step [2-5]\\/6/.test(document.querySelector('#run-progress').innerText)",
+    page.wait_for_function("/step [2-5]\\/6/.test((document.querySelector('#run-progress')?.innerText || ''))",
                            timeout=240_000)
     early = page.locator("#plot-loss").screenshot()
     _shot(page, "2_running")
     # closing/reloading the page does not stop training: a fresh page reattaches to the running run
     page.reload()
     page.get_by_role("tab", name="Fine-tuning").click()
-    page.wait_for_function(f"document.querySelector('#run-progress').innerText.includes('{run_name}')")
+    page.wait_for_function(f"(document.querySelector('#run-progress')?.innerText || '').includes('{run_name}')")
     page.wait_for_selector("#run-state[data-state='done']", timeout=240_000)
     page.wait_for_selector("#train-confusion img")
     late = page.locator("#plot-loss").screenshot()
@@ -153,5 +153,5 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
         "The striker scored twice as the champions won the cup final at Wembley.")
     page.locator("#predict-button").click()
     page.wait_for_function("/sports|business|tech|politics|entertainment/.test("
-                           "document.querySelector('#predict-label').innerText)", timeout=120_000)
+                           "(document.querySelector('#predict-label')?.innerText || ''))", timeout=120_000)
     _shot(page, "4_predict", doc="prediction.png")

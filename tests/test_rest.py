@@ -7,12 +7,13 @@ import contextlib
 import json
 import shutil
 import threading
+from unittest import mock
 
 import httpx
 import numpy as np
 import pytest
 
-from _app_fixtures import free_port
+from _app_fixtures import free_port, patient_url_ok
 from engine import batcher, serving
 from engine.data import BUNDLED
 from engine.predict import shared_predictor
@@ -66,8 +67,9 @@ def _served(runs, **env):
         demo = app.build_app(runs_dir=runs)
         options = app.serve_options(demo)  # reads the settings now, as at start-up
     demo.queue(default_concurrency_limit=1)
-    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            **options)
+    with mock.patch("gradio.networking.url_ok", patient_url_ok):  # a busy machine answers late (_app_fixtures)
+        _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                quiet=True, **options)
     try:
         yield url.rstrip("/")
     finally:

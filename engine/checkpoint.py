@@ -10,11 +10,10 @@ half-deleted checkpoint that still looks complete.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.config import ConfigError, TrainConfig
@@ -70,12 +69,20 @@ class LoopState:
 
     step: int = 0
     epoch: int = 0
-    batch_in_epoch: int = 0
+    batch_in_epoch: int = 0  # batches each process took in this epoch since the run (re)started it
     best_metric: float | None = None
     best_step: int | None = None
     bad_evals: int = 0
     stopped_early: bool = False
     last_eval_step: int | None = None  # so a resumed run evaluates exactly where an uninterrupted one does
+    # the epoch's position in global samples (all processes), and the world size its batch order was drawn for: a
+    # run resumed with another number of processes continues that order after exactly those samples
+    samples_in_epoch: int = 0
+    epoch_world: int = 0
+    world_size: int = 0
+    total_steps: int = 0
+    schedule_steps: int = 0  # the length the LR schedule was built with (total_steps of the first session)
+    lr_stretches: list = field(default_factory=list)  # [from_step, old_total, new_total] per change of world size
 
 
 class LengthGroupedBatchSampler:
@@ -89,19 +96,37 @@ class LengthGroupedBatchSampler:
     Under DDP, Accelerate deals batch k to rank k % world. The batches are shuffled in runs of `world` neighbours
     from the same sorted mega-batch, so the ranks of one step get batches of similar length and none waits long
     for the others at the gradient all-reduce. With one process the order is the plain shuffle.
+
+    `batch_size` is None on purpose: the last batch of each mega-batch is short, and Accelerate's DDP shard, given
+    a batch size, reads a short batch as the end of the data and dropped the batches of its step (a fifth of an
+    epoch's samples on some seeds). `resume_at` continues an epoch after a number of global samples, in the order
+    drawn for the world size that started it, dealt to however many processes run now.
     """
+
+    batch_size = None
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, group: bool = True, mega: int = 50,
                  world: int = 1):
-        self.lengths, self.batch_size, self.seed, self.world = lengths, batch_size, seed, max(1, world)
+        self.lengths, self.size, self.seed, self.world = lengths, batch_size, seed, max(1, world)
         self.mega = mega * batch_size if group else batch_size
         self.drop_last = False
         self.epoch = 0
+        self._resume: tuple[int, int, int] | None = None  # (epoch, samples already consumed, its order's world)
+        self._cache: tuple | None = None  # ((epoch, resume), batches still to come, samples before them)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self) -> list[list[int]]:
+    def resume_at(self, epoch: int, samples: int, world: int) -> None:
+        """Epoch `epoch` continues after its first `samples` global samples, in the order drawn for `world`."""
+        self._resume = (epoch, samples, max(1, world or self.world)) if samples else None
+
+    def order_world(self) -> int:
+        """The world size the current epoch's batch order was drawn for."""
+        r = self._resume
+        return r[2] if r and r[0] == self.epoch else self.world
+
+    def _order(self, world: int) -> list[list[int]]:
         import torch
 
         g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -109,18 +134,36 @@ class LengthGroupedBatchSampler:
         batches = []
         for start in range(0, len(perm), self.mega):
             group = sorted(perm[start:start + self.mega], key=lambda i: -self.lengths[i])
-            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        steps = [batches[i:i + self.world] for i in range(0, len(batches), self.world)]
-        tail = steps.pop() if steps and len(steps[-1]) < self.world else []  # a short last step stays last: ranks aligned
+            batches += [group[i:i + self.size] for i in range(0, len(group), self.size)]
+        steps = [batches[i:i + world] for i in range(0, len(batches), world)]
+        tail = steps.pop() if steps and len(steps[-1]) < world else []  # a short last step stays last: ranks aligned
         order = torch.randperm(len(steps), generator=g).tolist()
         return [b for i in order for b in steps[i]] + tail
 
+    def _remaining(self) -> tuple[list[list[int]], int]:
+        key = (self.epoch, self._resume)
+        if self._cache is None or self._cache[0] != key:
+            order, start, done = self._order(self.order_world()), 0, 0
+            if self._resume and self._resume[0] == self.epoch:
+                while start < len(order) and done < self._resume[1]:
+                    done, start = done + len(order[start]), start + 1
+                if done != self._resume[1]:
+                    raise ConfigError(f"resume_from_checkpoint: the checkpoint stopped {self._resume[1]} samples into "
+                                      f"epoch {self.epoch}, which is no batch boundary of this data; resume with the "
+                                      "data, batch size and seed it was written with")
+            self._cache = (key, order[start:], done)
+        return self._cache[1], self._cache[2]
+
+    def samples_done(self, batches_per_rank: int) -> int:
+        """Global samples of this epoch consumed once every process has taken `batches_per_rank` batches."""
+        batches, before = self._remaining()
+        return before + sum(len(b) for b in batches[:batches_per_rank * self.world])
+
     def __iter__(self):
-        return iter(self._batches())
+        return iter(self._remaining()[0])
 
     def __len__(self) -> int:
-        n, full = len(self.lengths), self.mega
-        return (n // full) * math.ceil(full / self.batch_size) + math.ceil((n % full) / self.batch_size)
+        return len(self._remaining()[0])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -143,13 +186,15 @@ def resume_dir_for(cfg: TrainConfig, run: RunDir) -> Path | None:
 
 
 def save_best(accelerator, model, run: RunDir) -> None:
-    from safetensors.torch import save_model
+    """The best weights so far, whole, in checkpoints/best.safetensors (every process calls it: FSDP gathers)."""
+    from engine.distributed import save_full_weights
 
     accelerator.wait_for_everyone()
+    tmp = run.checkpoints / "best.safetensors.tmp"
     if accelerator.is_main_process:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
-        tmp = run.checkpoints / "best.safetensors.tmp"
-        save_model(accelerator.unwrap_model(model), str(tmp))
+    save_full_weights(accelerator, model, tmp)
+    if accelerator.is_main_process:
         os.replace(tmp, run.checkpoints / "best.safetensors")
 
 

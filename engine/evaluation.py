@@ -87,14 +87,15 @@ class Window:
 
 
 def train_event(accelerator, run: RunDir, state, window: Window, dt, elapsed, steps_done, total_steps, scheduler,
-                batch_idx, batches_per_epoch, perf) -> dict:
-    """Log one `train` event from the window (every process takes part in the reduction)."""
+                epoch_done, epoch_size, perf) -> dict:
+    """Log one `train` event from the window (every process takes part in the reduction); the epoch's fraction is
+    `epoch_done` of its `epoch_size` samples (global counts, the same under any number of processes)."""
     loss, batches, real, padded, samples = window.totals(accelerator)
     dense, attention = perf["terms"]
     flops = real * (dense + attention * padded / max(samples, 1))  # attention at the batches' mean length
     event = {
         "type": "train", "step": state.step,
-        "epoch": round(state.epoch + batch_idx / max(1, batches_per_epoch), 4),
+        "epoch": round(state.epoch + epoch_done / max(1, epoch_size), 4),
         "loss": round(loss / max(batches, 1), 6), "learning_rate": scheduler.get_last_lr()[0],
         "samples_per_second": round(samples / max(dt, 1e-9), 3),
         "tokens_per_second": round(real / max(dt, 1e-9), 1),

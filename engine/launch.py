@@ -6,6 +6,7 @@ environment) of a run, as the web app shows it and the job runner starts it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 import shutil
@@ -14,8 +15,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE_DIR = ROOT / "accelerate_configs"
-
-
 
 
 def gpu_count() -> int:
@@ -39,6 +38,9 @@ def accelerate_configs(gpus: int | None = None) -> dict[str, str]:
             out[name] = "template for several machines; copy and edit it, then launch it on each machine"
         elif name == "single_gpu.yaml":
             out[name] = "ok: 1 GPU" if gpus >= 1 else f"needs 1 GPU; this machine has {gpus}"
+        elif "deepspeed" in name and importlib.util.find_spec("deepspeed") is None:
+            out[name] = f"needs DeepSpeed, not installed here (pip install deepspeed, on a machine with 2+ GPUs; " \
+                        f"this one has {gpus})"
         else:
             out[name] = f"ok: {gpus} GPUs" if gpus >= 2 else f"needs 2+ GPUs; this machine has {gpus}"
     return out

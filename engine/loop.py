@@ -52,17 +52,20 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     from torch.utils.data import DataLoader
     from transformers import get_scheduler
 
+    from engine.distributed import with_sample_ids, wrap_layers_only
     from engine.evaluation import Evaluator
 
     set_seed(cfg.seed)
     training = task.training(cfg, prepared, accelerator.device.type)
     model = torch.compile(training.model) if cfg.torch_compile else training.model
+    world = accelerator.num_processes
     sampler = LengthGroupedBatchSampler(training.lengths, cfg.per_device_train_batch_size, cfg.seed,
-                                        group=training.group_by_length, world=accelerator.num_processes)
+                                        group=training.group_by_length, world=world)
     if training.on_epoch:
         training.on_epoch(sampler)
     # dedicated generators keep DataLoader start-up from drawing on the global RNG (dropout), for exact resume
-    train_dl = DataLoader(training.views["train"], batch_sampler=sampler, collate_fn=training.collator,
+    train_view, collator = with_sample_ids(training.views["train"], training.collator)
+    train_dl = DataLoader(train_view, batch_sampler=sampler, collate_fn=collator,
                           num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(cfg.seed))
     eval_dls = {name: DataLoader(view, batch_size=cfg.per_device_eval_batch_size, collate_fn=training.collator,
                                  num_workers=cfg.dataloader_num_workers, generator=torch.Generator().manual_seed(0))
@@ -71,19 +74,24 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or n.endswith(".bias"))]
     optimizer = _adamw([{"params": decay, "weight_decay": cfg.weight_decay},
                         {"params": no_decay, "weight_decay": 0.0}], cfg.learning_rate)
+    wrap_layers_only(accelerator, model)  # FSDP only
     model, optimizer, train_dl, *prepared_dls = accelerator.prepare(model, optimizer, train_dl, *eval_dls.values())
     eval_dls = dict(zip(eval_dls, prepared_dls))
 
     steps_per_epoch = max(1, math.ceil(len(train_dl) / cfg.gradient_accumulation_steps))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
-    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)
-    # stepped by hand once per optimizer step (not prepared), so its length is simply total_steps
+    state = _saved_state(resume_dir)
+    total_steps, num_epochs = _plan(cfg, state, sampler, steps_per_epoch, world)
+    state.schedule_steps = state.schedule_steps or total_steps
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * state.schedule_steps)
+    # stepped by hand once per optimizer step (not prepared), so its length is simply the run's steps
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
-                              num_training_steps=total_steps)
+                              num_training_steps=state.schedule_steps)
     accelerator.register_for_checkpointing(scheduler)
-    state = _resume(accelerator, run, resume_dir)
+    _resume(accelerator, run, resume_dir, state, world, total_steps)
+    _stretch(scheduler, state.lr_stretches)
+    state.world_size, state.total_steps = world, total_steps
     loop = Loop(accelerator, run, task, prepared, model, optimizer, scheduler, train_dl, eval_dls, sampler,
-                training.tokens, state, total_steps, math.ceil(total_steps / steps_per_epoch),
+                training.tokens, state, total_steps, num_epochs,
                 Evaluator(accelerator, model, prepared.splits, cfg), _perf(accelerator, model, mixed_precision),
                 # the label column is only read when weights need the training counts
                 loss_fn=None if cfg.class_weights == "none" else prepared.splits.head.loss_fn(
@@ -93,16 +101,60 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     return loop
 
 
-def _resume(accelerator, run: RunDir, resume_dir) -> LoopState:
+def _saved_state(resume_dir) -> LoopState:
     if resume_dir is None:
         return LoopState()
+    return LoopState(**json.loads((resume_dir / "trainer_state.json").read_text()))
+
+
+def _plan(cfg, state: LoopState, sampler, steps_per_epoch: int, world: int) -> tuple[int, int]:
+    """(total steps, epochs) of this session. The interrupted epoch continues after the global samples its checkpoint
+    had consumed. Under another number of processes than the checkpoint's, a step takes another number of samples:
+    max_steps stays, an epoch count gives the steps that now remain, and the LR schedule's rest is stretched over
+    them (`lr_stretches`), so the rate continues where it stopped and ends where the schedule ends."""
+    sampler.set_epoch(state.epoch)
+    if state.batch_in_epoch and not state.samples_in_epoch:  # a checkpoint from before positions were in samples
+        state.samples_in_epoch = sampler.samples_done(state.batch_in_epoch)
+    sampler.resume_at(state.epoch, state.samples_in_epoch, state.epoch_world or world)
+    state.batch_in_epoch = 0
+    accum = cfg.gradient_accumulation_steps
+    left = math.ceil(math.ceil(len(sampler) / world) / accum)  # optimizer steps left in the current epoch
+    if not state.world_size or state.world_size == world:
+        total = state.total_steps or (cfg.max_steps if cfg.max_steps > 0 else
+                                      math.ceil(cfg.num_train_epochs * steps_per_epoch))
+    elif cfg.max_steps > 0:
+        total = cfg.max_steps
+    else:
+        total = state.step + left + max(0, math.ceil((cfg.num_train_epochs - state.epoch - 1) * steps_per_epoch))
+    if state.total_steps and total != state.total_steps:
+        state.lr_stretches.append([state.step, state.total_steps, total])
+    return total, state.epoch + 1 + math.ceil(max(0, total - state.step - left) / steps_per_epoch)
+
+
+def _stretch(scheduler, stretches: list) -> None:
+    """Each [from_step, old_total, new_total]: the schedule after from_step runs over new_total - from_step steps."""
+    for start, old, new in stretches:
+        rate = (old - start) / max(1, new - start)
+        scheduler.lr_lambdas = [lambda s, f=f, a=start, r=rate: f(a + (s - a) * r) if s > a else f(s)
+                                for f in scheduler.lr_lambdas]
+
+
+def _resume(accelerator, run: RunDir, resume_dir, state: LoopState, world: int, total_steps: int) -> None:
+    if resume_dir is None:
+        return
+    before = state.world_size or world
     accelerator.load_state(str(resume_dir))
-    state = LoopState(**json.loads((resume_dir / "trainer_state.json").read_text()))
-    log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_dir, state.step, state.epoch,
-             state.batch_in_epoch)
+    log.info("resumed from %s at step %d (epoch %d, %d samples into it)", resume_dir, state.step, state.epoch,
+             state.samples_in_epoch)
     if accelerator.is_main_process:
         run.truncate_events_after(state.step)
-    return state
+        if before != world:
+            log.info("the checkpoint was written by %d process(es), this run has %d: %d steps in all (was %d)",
+                     before, world, total_steps, state.total_steps)
+            run.append_event({"type": "resume", "step": state.step, "epoch": state.epoch,
+                              "samples_in_epoch": state.samples_in_epoch, "world_size_before": before,
+                              "world_size": world, "total_steps_before": state.total_steps,
+                              "total_steps": total_steps})
 
 
 def _perf(accelerator, model, mixed_precision) -> dict:

@@ -60,7 +60,10 @@ def _on_sigterm(signum, frame):
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by a validated config; returns the final metrics."""
+    from engine.distributed import check_shared_output_dir
+
     accelerator, mixed_precision = _accelerator(cfg)
+    check_shared_output_dir(accelerator, cfg.output_dir)  # several machines: one folder for all, or stop here
     run = RunDir(cfg.output_dir)
     try:
         task, prepared = _prepare(cfg, accelerator)
@@ -103,8 +106,11 @@ def _accelerator(cfg: TrainConfig):
     import torch
     from accelerate import Accelerator
 
+    from engine.distributed import enter_fsdp_on_cpu
+
     mixed_precision = resolve_mixed_precision(cfg)
     _forget_previous_run_state()
+    enter_fsdp_on_cpu()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -192,6 +198,7 @@ def _evaluate(cfg, loop: Loop) -> None:
 def _fit(cfg, loop: Loop) -> None:
     from tqdm.auto import tqdm
 
+    from engine.distributed import log_samples
     from engine.evaluation import Window
 
     accelerator, state, model = loop.accelerator, loop.state, loop.model
@@ -202,12 +209,12 @@ def _fit(cfg, loop: Loop) -> None:
     for epoch in range(state.epoch, loop.num_epochs):
         if state.step >= loop.total_steps or state.stopped_early:
             break
+        # a resumed epoch continues after the global samples its checkpoint had consumed (loop.setup's resume_at)
         loop.sampler.set_epoch(epoch)
-        skip = state.batch_in_epoch if epoch == state.epoch else 0
-        loader = accelerator.skip_first_batches(loop.train_dl, skip) if skip else loop.train_dl
-        state.epoch, batch_idx = epoch, skip
+        state.epoch, batch_idx = epoch, 0
         model.train()
-        for batch in loader:
+        for batch in loop.train_dl:
+            log_samples(accelerator, batch, state.step + 1, epoch)  # a no-op unless HUBTUNE_SAMPLE_LOG is set
             with accelerator.accumulate(model):
                 out = model(**batch)
                 loss = out.loss if loop.loss_fn is None else loop.loss_fn(out.logits, batch["labels"])
@@ -228,7 +235,7 @@ def _fit(cfg, loop: Loop) -> None:
             if _after_step(cfg, loop, window, batch_idx):
                 break
         else:
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            state.epoch, state.batch_in_epoch, state.samples_in_epoch, state.epoch_world = epoch + 1, 0, 0, 0
         if cfg.eval_strategy == "epoch" and state.last_eval_step != state.step and not state.stopped_early:
             _paused(loop, _evaluate, cfg, loop)
     progress.close()
@@ -246,12 +253,14 @@ def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
         now = time.perf_counter()
         train_event(accelerator, loop.run, state, window, now - clock["t_window"] - clock["window_paused"],
                     now - clock["t_start"], state.step - loop.start_step, loop.total_steps, loop.scheduler,
-                    batch_idx, len(loop.train_dl), loop.perf)
+                    loop.sampler.samples_done(batch_idx), len(loop.sampler.lengths), loop.perf)
         window.reset()
         clock["t_window"], clock["window_paused"] = now, 0.0
     if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
         _paused(loop, _evaluate, cfg, loop)
     if state.step % cfg.save_steps == 0:
+        state.samples_in_epoch = loop.sampler.samples_done(batch_idx)  # global samples: any world size resumes it
+        state.epoch_world = loop.sampler.order_world()
         set_phase(accelerator, loop.run, "checkpointing")
         _paused(loop, save_checkpoint, accelerator, loop.run, state, cfg.save_total_limit)
         set_phase(accelerator, loop.run, "training")
@@ -270,6 +279,7 @@ def _finish(cfg, loop: Loop) -> dict:
     result = _final_metrics(cfg, loop)
     head = loop.head  # as tuned on the validation outputs (multi-label thresholds)
     scores, labels, _ = loop.evaluator.last
+    state_dict = accelerator.get_state_dict(loop.model)  # every process takes part: a sharded model gathers here
     if accelerator.is_main_process:
         names = loop.prepared.splits.label_names
         validation = loop.prepared.parts["validation"]  # in evaluation order (text: sorted by length)
@@ -282,7 +292,7 @@ def _finish(cfg, loop: Loop) -> dict:
         for key, value in head.saved_settings().items():  # thresholds, label range: saved in config.json
             setattr(config, key, value)
         accelerator.unwrap_model(loop.model).save_pretrained(tmp, safe_serialization=True,
-                                                             state_dict=accelerator.get_state_dict(loop.model))
+                                                             state_dict=state_dict)
         crash_point("mid_final_save", state.step)
         loop.prepared.processor.save_pretrained(tmp)
         loop.task.after_training(run, loop.prepared, labels.numpy(), scores.numpy())
@@ -308,8 +318,7 @@ def _finish(cfg, loop: Loop) -> dict:
 
 def _final_metrics(cfg, loop: Loop) -> dict:
     """metrics.json: the best weights' validation (and test) metrics, extras, the run's counts and throughput."""
-    from safetensors.torch import load_model
-
+    from engine.distributed import load_full_weights
     from engine.metrics import extra_metrics
 
     accelerator, state, head = loop.accelerator, loop.state, loop.head
@@ -317,8 +326,8 @@ def _final_metrics(cfg, loop: Loop) -> dict:
     train_seconds = time.perf_counter() - loop.clock.get("t_start", time.perf_counter()) - loop.clock["paused"]
     best = loop.run.checkpoints / "best.safetensors"
     accelerator.wait_for_everyone()
-    if best.exists():  # copied onto the parameters' device
-        load_model(accelerator.unwrap_model(loop.model), str(best), device="cpu")
+    if best.exists():
+        load_full_weights(accelerator, loop.model, best)
     metrics = loop.evaluator.run(loop.eval_dls["validation"], state, log_event=False)
     scores, labels, _ = loop.evaluator.last
     # what the head sets from the validation outputs (multi-label thresholds) applies to everything after

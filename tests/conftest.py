@@ -81,7 +81,7 @@ from _app_fixtures import browser  # noqa: E402,F401
 LONGEST_FIRST = ["test_ddp_repeat.py", "test_crash_resume.py", "test_jobs.py", "test_browser_trust.py",
                  "test_bench.py", "test_heads.py", "test_hub_heads.py", "test_hub.py", "test_onnx.py",
                  "test_browser_train.py", "test_browser_run_view.py", "test_browser_heads.py", "test_secrets.py",
-                 "test_browser_images.py", "test_leaderboard.py", "test_browser_runs.py"]
+                 "test_browser_images.py", "test_leaderboard.py", "test_browser_runs.py", "test_scaleout.py"]
 
 
 def pytest_collection_modifyitems(items):

@@ -22,7 +22,7 @@ from engine.events import read_json
 from engine.jobs import JobError
 from engine.tasks import REGISTRY
 from ui import heads_view
-from ui.common import AppContext, hide_server_paths, message, show_errors, ui_errors
+from ui.common import AppContext, SessionValue, hide_server_paths, message, show_errors, ui_errors
 from ui.run_view import fmt_seconds
 
 TAB_ID = "runs"
@@ -171,15 +171,26 @@ def _wire_table(c: dict, runs_dir: Path) -> None:
           trigger_mode="always_last")  # typing in the filter: the latest text is the one that counts
     c["timer"].tick(refresh, [*filters, c["shown"]], outputs, api_name="runs_refresh", show_progress="hidden")
 
+    picked = SessionValue()  # each browser's comparison as the server last set it
+
     def toggle(current, evt: gr.SelectData):
-        """A row click adds its run to the comparison, or takes it out when it is in already."""
+        """A row click adds its run to the comparison, or takes it out when it is in already. The clicks of one page
+        run one after another (concurrency 1) and each starts from the list the previous click left on the server:
+        a second click sent before the first one's answer reached the page sees its run, not a stale box."""
         name = evt.row_value[0] if evt is not None and evt.row_value else None
-        current = list(current or [])
         if not name:
             return gr.skip()
-        return [n for n in current if n != name] if name in current else [*current, name]
+        current = list(picked.get(current) or [])
+        new = [n for n in current if n != name] if name in current else [*current, name]
+        picked.set(new)
+        return new
 
-    c["table"].select(toggle, c["compare"], c["compare"], api_name="runs_pick", show_progress="hidden")
+    # "multiple": gradio's default ("once") drops a click made while the previous one is still running
+    c["table"].select(toggle, c["compare"], c["compare"], api_name="runs_pick", show_progress="hidden",
+                      trigger_mode="multiple", concurrency_limit=1, concurrency_id="runs_pick")
+    # what the user types or removes in the box itself is the new starting point
+    c["compare"].input(lambda names: picked.set(list(names or [])), c["compare"], None, queue=False,
+                       api_name="runs_pick_box", api_visibility="private")
 
 
 def comparison(runs_dir: Path, names: list[str], x: str = "step") -> tuple:

@@ -146,9 +146,12 @@ class JobManager:
         # a local folder that is no model, holds pickle weights only or needs custom code: refused, no run created
         check_before_launch(cfg.model_name_or_path)
         refuse_in_web_app(cfg.model_name_or_path)  # pkg.mod:Class runs the user's code: command line only
-        if accelerate_config not in accelerate_configs():
-            raise JobError(f"accelerate_config: unknown '{accelerate_config}'; choose one of "
-                           f"{', '.join(accelerate_configs())}")
+        configs = accelerate_configs()
+        if accelerate_config not in configs:
+            raise JobError(f"accelerate_config: unknown '{accelerate_config}'; choose one of {', '.join(configs)}")
+        if not configs[accelerate_config].startswith("ok"):  # refused before any process starts
+            raise JobError(f"accelerate_config: {accelerate_config} {configs[accelerate_config]}; choose one of "
+                           f"{', '.join(usable_accelerate_configs())}")
         with self._lock():
             if exact or not name:
                 run_name = self.propose_name(cfg, name)

@@ -60,8 +60,9 @@ def _on_sigterm(signum, frame):
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by a validated config; returns the final metrics."""
-    from engine.distributed import check_shared_output_dir
+    from engine.distributed import check_fsdp_model, check_shared_output_dir
 
+    check_fsdp_model(cfg.model_name_or_path)  # before any process group or model is built
     accelerator, mixed_precision = _accelerator(cfg)
     check_shared_output_dir(accelerator, cfg.output_dir)  # several machines: one folder for all, or stop here
     run = RunDir(cfg.output_dir)

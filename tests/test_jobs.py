@@ -121,6 +121,18 @@ def test_accelerate_configs_follow_the_hardware():
     assert "multi_node.yaml" not in with_gpus  # a template needing edits, never launched as-is
 
 
+def test_a_config_this_machine_cannot_run_is_refused_before_any_process(tmp_path, manager):
+    mgr = manager()
+    refused = {n: why for n, why in jobs.accelerate_configs().items() if not why.startswith("ok")}
+    assert "multi_node.yaml" in refused  # everywhere; and here the GPU configs, where there is no GPU
+    for name, why in refused.items():
+        with pytest.raises(JobError) as e:
+            mgr.submit(TINY, name, name=f"refused-{name[:-5]}")
+        assert str(e.value) == (f"accelerate_config: {name} {why}; choose one of "
+                                f"{', '.join(jobs.usable_accelerate_configs())}")
+    assert not list((tmp_path / "runs").glob("refused-*"))  # no run folder, no process
+
+
 def test_queue_reattach_and_shell_reproduces(tmp_path, manager):
     runs = tmp_path / "runs"
     mgr = manager()

@@ -195,3 +195,15 @@ def test_deepspeed_zero2_without_deepspeed_is_refused_before_training(tmp_path):
     assert proc.returncode != 0 and not out.exists()
     assert proc.output.strip().splitlines()[-1] == ("ImportError: DeepSpeed is not installed => run `pip3 install "
                                                     "deepspeed` or build it from source.")
+
+
+def test_fsdp_with_a_user_module_is_refused_before_anything_is_built(tmp_path):
+    out = tmp_path / "out"
+    cfg = {**SHORT, "dataset_name": "bundled:mnist", "model_name_or_path": "examples.custom_module:Net",
+           "max_train_samples": 64}
+    proc = _launch("fsdp.yaml", _yaml(tmp_path / "run.yaml", out, **cfg), args=["--mixed_precision", "no"])
+    assert proc.returncode != 0 and not out.exists()
+    errors = {line for line in proc.output.splitlines() if line.startswith("hubtune: error:")}
+    assert errors == {"hubtune: error: model_name_or_path: 'examples.custom_module:Net' is your own nn.Module, which "
+                      "FSDP cannot wrap (it shards transformers models by their layer classes); launch it with "
+                      "accelerate_configs/cpu_ddp.yaml or multi_gpu.yaml (DDP) instead"}, proc.output[-2000:]

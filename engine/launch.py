@@ -38,6 +38,8 @@ def accelerate_configs(gpus: int | None = None) -> dict[str, str]:
             out[name] = "template for several machines; copy and edit it, then launch it on each machine"
         elif name == "single_gpu.yaml":
             out[name] = "ok: 1 GPU" if gpus >= 1 else f"needs 1 GPU; this machine has {gpus}"
+        elif name == "fsdp.yaml" and gpus == 0:  # FSDP2 over gloo (engine/distributed.py), the run's precision
+            out[name] = "ok: CPU (2 processes, FSDP2 over gloo: sharded as on GPUs, slower than DDP here)"
         elif "deepspeed" in name and importlib.util.find_spec("deepspeed") is None:
             out[name] = f"needs DeepSpeed, not installed here (pip install deepspeed, on a machine with 2+ GPUs; " \
                         f"this one has {gpus})"
@@ -59,7 +61,8 @@ def command_for(run_dir: Path, accelerate_config: str) -> tuple[list[str], dict[
     argv = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", rel_path(cfg_file),
             "-m", "engine.train", "--config", rel_path(run_dir / "config.yaml")]
     # cpu_ddp uses the MULTI_GPU launcher with use_cpu; accelerate needs this to start 2 CPU processes (DESIGN.md)
-    env = {"ACCELERATE_USE_CPU": "1"} if accelerate_config.startswith("cpu") else {}
+    on_cpu = accelerate_config.startswith("cpu") or (accelerate_config == "fsdp.yaml" and gpu_count() == 0)
+    env = {"ACCELERATE_USE_CPU": "1"} if on_cpu else {}
     return argv, env
 
 

@@ -115,7 +115,8 @@ def test_upload_checks(tmp_path, monkeypatch):
 
 
 def test_accelerate_configs_follow_the_hardware():
-    assert jobs.usable_accelerate_configs(gpus=0) == ["cpu.yaml", "cpu_ddp.yaml"]
+    # without GPUs: one process, two (DDP), or two sharding the model (FSDP2 over gloo, tests/test_scaleout.py)
+    assert jobs.usable_accelerate_configs(gpus=0) == ["cpu.yaml", "cpu_ddp.yaml", "fsdp.yaml"]
     with_gpus = jobs.usable_accelerate_configs(gpus=4)
     assert {"single_gpu.yaml", "multi_gpu.yaml", "fsdp.yaml"} <= set(with_gpus)
     assert "multi_node.yaml" not in with_gpus  # a template needing edits, never launched as-is

@@ -207,3 +207,28 @@ def test_fsdp_with_a_user_module_is_refused_before_anything_is_built(tmp_path):
     assert errors == {"hubtune: error: model_name_or_path: 'examples.custom_module:Net' is your own nn.Module, which "
                       "FSDP cannot wrap (it shards transformers models by their layer classes); launch it with "
                       "accelerate_configs/cpu_ddp.yaml or multi_gpu.yaml (DDP) instead"}, proc.output[-2000:]
+
+
+def test_the_job_runner_starts_fsdp_on_a_machine_without_gpus(tmp_path):
+    """What Start in the Fine-tuning tab does with fsdp.yaml where there is no GPU: the shown command, two
+    processes, FSDP's sharded checkpoint, done."""
+    from conftest import wait_final
+    from engine.jobs import JobManager
+    from engine.launch import accelerate_configs, gpu_count
+
+    if gpu_count():  # on a GPU machine fsdp.yaml is the GPUs' config (bench/gpu_check.sh's business)
+        assert accelerate_configs()["fsdp.yaml"].startswith(("ok: ", "needs 2+ GPUs"))
+        return
+    assert accelerate_configs()["fsdp.yaml"].startswith("ok: CPU (2 processes, FSDP2 over gloo")
+    mgr = JobManager(tmp_path / "runs")
+    try:
+        info = mgr.submit({**SHORT, "mixed_precision": "auto"}, "fsdp.yaml", name="sharded")
+        assert info["command"].startswith("ACCELERATE_USE_CPU=1 ") and "accelerate_configs/fsdp.yaml" in info["command"]
+        info = wait_final(mgr, "sharded", timeout=240)
+        assert info["state"] == "done", (mgr.run_dir("sharded") / "train.log").read_text()[-3000:]
+        run = mgr.run_dir("sharded")
+        assert RunDir(run).read_status()["world_size"] == 2
+        assert list((run / "checkpoints" / "step-3" / "pytorch_model_fsdp_0").glob("*.distcp"))
+        assert "Saving FSDP model" in (run / "train.log").read_text()
+    finally:
+        mgr.stop_scheduler()

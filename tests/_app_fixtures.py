@@ -117,3 +117,16 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+def open_section(header, content, tries: int = 3) -> None:
+    """Open a closed accordion by its header until `content` shows. Seen in CI: a click on the header that lands
+    while the page is still reflowing (the prediction's own updates) is lost, the accordion stays closed, and an
+    upload into it then happens out of sight. A click is repeated only while the content is still hidden."""
+    for _ in range(tries):
+        if content.is_visible():
+            return
+        header.click()
+        with contextlib.suppress(Exception):
+            content.wait_for(state="visible", timeout=20_000)
+    content.wait_for(state="visible")

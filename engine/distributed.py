@@ -44,17 +44,6 @@ def enter_fsdp_on_cpu() -> None:
         PartialState._shared_state["distributed_type"] = DistributedType.MULTI_GPU
 
 
-def check_fsdp_model(model_name_or_path: str) -> None:
-    """Before anything is built: FSDP wraps a transformers model by its layer classes (`_no_split_modules`) and
-    gathers it back through its state dict; a user's `module:Class` nn.Module has neither, so it is refused."""
-    from engine.tasks.image_classification.models import is_user_module
-
-    if fsdp_launched() and is_user_module(model_name_or_path):
-        raise ConfigError(f"model_name_or_path: '{model_name_or_path}' is your own nn.Module, which FSDP cannot wrap "
-                          "(it shards transformers models by their layer classes); launch it with "
-                          "accelerate_configs/cpu_ddp.yaml or multi_gpu.yaml (DDP) instead")
-
-
 def is_fsdp(accelerator) -> bool:
     return getattr(accelerator, "is_fsdp2", False) or str(accelerator.distributed_type).endswith("FSDP")
 

@@ -2,6 +2,12 @@
 environment) of a run, as the web app shows it and the job runner starts it.
 
     python -m accelerate.commands.launch --config_file accelerate_configs/X.yaml -m engine.train --config <dir>/config.yaml
+
+`python -m engine.launch` takes the arguments of `accelerate launch` and checks them first: a launch this machine
+cannot run (engine/launch_checks.py) or a run config with problems is refused with one line each and exit code 2
+before any process starts; otherwise accelerate's own launcher runs it, unchanged.
+
+    python -m engine.launch --config_file accelerate_configs/multi_gpu.yaml -m engine.train --config run.yaml
 """
 
 from __future__ import annotations
@@ -96,3 +102,40 @@ def rel_path(path: Path) -> str:
         return str(Path(path).resolve())
 
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`accelerate launch`, checked first (see the module doc); returns the exit code."""
+    import copy
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command, launch_command_parser
+
+    from engine.cli import report
+    from engine.config import parse_args
+    from engine.errors import ConfigError
+    from engine.launch_checks import from_accelerate_args, launch_problems
+
+    args = launch_command_parser().parse_args(argv)
+    try:
+        resolved, _, _ = _validate_launch_command(copy.deepcopy(args))  # accelerate's merge of file and flags
+        problems, model = [], None
+        if args.module and args.training_script == "engine.train":
+            try:
+                cfg = parse_args(args.training_script_args)
+                cfg.validate()
+                model = cfg.model_name_or_path
+            except ConfigError as e:
+                problems += e.problems
+        problems = launch_problems(from_accelerate_args(resolved), gpu_count(), model) + problems
+        if problems:
+            raise ConfigError(problems)
+    except ConfigError as e:
+        return report(e)
+    except ValueError as e:  # accelerate's own refusals of a flag combination, one line
+        return report(ConfigError(str(e).splitlines()[0]))
+    launch_command(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

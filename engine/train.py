@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(cfg)
     except ConfigError as e:
-        return report(e)
+        # every process of a launch finds the same problem: its first process on each machine says it once
+        return report(e) if os.environ.get("LOCAL_RANK", "0") == "0" else 2
     except Cancelled:
         print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
               file=sys.stderr)
@@ -60,9 +61,10 @@ def _on_sigterm(signum, frame):
 
 def train(cfg: TrainConfig) -> dict:
     """Run one training job described by a validated config; returns the final metrics."""
-    from engine.distributed import check_fsdp_model, check_shared_output_dir
+    from engine.distributed import check_shared_output_dir
+    from engine.launch_checks import check_launch_environment
 
-    check_fsdp_model(cfg.model_name_or_path)  # before any process group or model is built
+    check_launch_environment(cfg.model_name_or_path)  # before any process group or model is built
     accelerator, mixed_precision = _accelerator(cfg)
     check_shared_output_dir(accelerator, cfg.output_dir)  # several machines: one folder for all, or stop here
     run = RunDir(cfg.output_dir)

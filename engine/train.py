@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(cfg)
     except ConfigError as e:
-        # every process of a launch finds the same problem: its first process on each machine says it once
-        return report(e) if os.environ.get("LOCAL_RANK", "0") == "0" else 2
+        # every process of a launch finds the same problem; the machine's first process says it. The others wait
+        # first: torchrun stops the rest of a launch when one process exits, which would silence the first one if
+        # another exited before it had printed (seen in fresh-check); still running after the wait, they say it too
+        if os.environ.get("LOCAL_RANK", "0") != "0":
+            time.sleep(5)
+        return report(e)
     except Cancelled:
         print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
               file=sys.stderr)

@@ -272,7 +272,9 @@ def _finish(plan: Plan, study, stopped: bool, seconds: float) -> int:
         print(f"hubtune: error: search: no trial finished with a {plan.metric}; see the trials' train.log",
               file=sys.stderr)
         return 1
-    print(f"\nbest: {best['run']}, {plan.metric} {best['value']:.4f} ({seconds:.0f} s in all)\n"
+    trained = sum(r["duration_s"] or 0 for r in rows)  # over every invocation: a resumed search counts its past
+    print(f"\nbest: {best['run']}, {plan.metric} {best['value']:.4f} ({len(rows)} trials, {trained:.0f} s of "
+          f"training in all; {seconds:.0f} s this time)\n"
           f"  train it on all the data: python -m engine.train --config {rel_path(plan.search_dir / 'best.yaml')}\n"
           f"  push it: python -m engine.hub push {rel_path(plan.search_dir / best['run'])} --repo user/name")
     return 0

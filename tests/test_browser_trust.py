@@ -270,3 +270,21 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
     shown = page.locator("#run-error").inner_text()
     assert "SafetensorError" in shown and "CalledProcessError" not in shown, shown
     _shot(page, "6_failed_run")
+
+
+def test_configs_this_machine_cannot_run_are_listed_with_their_reason(served, page):
+    from engine.launch import accelerate_configs
+
+    url, _ = served
+    _fine_tuning(page, url)
+    configs = accelerate_configs()
+    info = page.locator("#train-accel").inner_text()
+    page.locator("#train-accel input").click()
+    page.get_by_role("option").first.wait_for()
+    offered = [o.inner_text().replace("✓", "").strip() for o in page.get_by_role("option").all()]
+    assert offered == [n for n, why in configs.items() if why.startswith("ok")]  # only what can start here
+    for name, why in configs.items():  # and every other one with the reason it cannot (no GPU, no DeepSpeed ...)
+        assert f"{name} ({why})" in " ".join(info.split()), (name, info)
+    if "deepspeed_zero2.yaml" not in offered:
+        assert "deepspeed_zero2.yaml (needs DeepSpeed" in info or "deepspeed_zero2.yaml (needs 2+ GPUs" in info
+    _shot(page, "6_accelerate_configs")

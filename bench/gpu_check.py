@@ -56,7 +56,8 @@ def prepare(folder: Path) -> None:
                     "--platform", "manylinux2014_x86_64", "-d", str(wheels), *specs], check=True)
     src = offline_default_path()
     shutil.copytree(src, model, ignore=shutil.ignore_patterns("model.safetensors", "README.md"))
-    tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src / "model.safetensors")).items()}
+    weights = load_file(str(src / "model.safetensors"))
+    tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in weights.items()}
     save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pt"})
     cfg = json.loads((model / "config.json").read_text())
     cfg["dtype"] = cfg["torch_dtype"] = "float32"
@@ -86,13 +87,16 @@ def machine(a) -> dict:
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     size, burst = (256, 0.2) if a.smoke else (8192, 1.0)
-    peaks = {dt: matmul_peak(a.device, dt, size=size, seconds=burst) / 1e12 for dt in ("bfloat16", "float16", "float32")}
-    return {"gpus": gpus, "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+    peaks = {dt: matmul_peak(a.device, dt, size=size, seconds=burst) / 1e12
+             for dt in ("bfloat16", "float16", "float32")}
+    return {"gpus": gpus, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "transformers": transformers.__version__,
             "accelerate": accelerate.__version__, "peak_tflops": {k: round(v, 2) for k, v in peaks.items()}}
 
 
 def gpu_tests(a) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/test_gpu.py",
+                           "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     return {"returncode": proc.returncode, "summary": (proc.stdout.strip().splitlines() or [""])[-1]}
 
@@ -161,17 +165,18 @@ def predict(a, model: str) -> dict:
     out, labels = {}, {}
     pipe = pipeline("text-classification", model=f"{model}/model", device=-1 if a.smoke else 0, batch_size=32,
                     truncation=True, max_length=256)
-    sides = [("pipeline", lambda: [r["label"] for r in pipe(texts)])]
+    sides = [("pipeline", lambda xs: [r["label"] for r in pipe(xs)])]
     second = "bf16" if bf16_supported(a.device) else "int8"  # int8 only in a smoke run on a CPU without bf16
     for precision in ("fp32", second):
         p = Predictor(precision=precision, device=a.device)
-        sides.append((f"predictor_{precision}", lambda p=p: [next(iter(r)) for r in p.predict(model, texts, max_length=256)]))
+        sides.append((f"predictor_{precision}",
+                      lambda xs, p=p: [next(iter(r)) for r in p.predict(model, xs, max_length=256)]))
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for name, fn in sides:
-        fn()  # warm: weights on the device, kernels chosen
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        fn(texts[:64])  # warm: weights on the device, kernels chosen
         sync()
         t = time.perf_counter()
-        labels[name] = fn()
+        labels[name] = fn(texts)
         sync()
         out[f"{name}_texts_per_second"] = round(len(texts) / (time.perf_counter() - t), 1)
     base = out["pipeline_texts_per_second"]
@@ -218,7 +223,8 @@ def main(argv=None) -> int:
         step(report, "train multi_gpu.yaml", multi, a, work)
         base = step(report, "Trainer, its defaults", trainer, a, work)
         if bf16.get("samples_per_second") and base.get("samples_per_second"):
-            report["train_vs_trainer (hubtune single_gpu bf16 / Trainer's defaults)"] = round(bf16["samples_per_second"] / base["samples_per_second"], 2)
+            ratio = bf16["samples_per_second"] / base["samples_per_second"]
+            report["train_vs_trainer (hubtune single_gpu bf16 / Trainer's defaults)"] = round(ratio, 2)
         if bf16.get("run_dir"):
             step(report, "predict vs pipeline", predict, a, bf16["run_dir"])
     report["whole_check_seconds"] = round(time.perf_counter() - started, 1)

@@ -102,22 +102,18 @@ def rel_path(path: Path) -> str:
         return str(Path(path).resolve())
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     """`accelerate launch`, checked first (see the module doc); returns the exit code."""
-    import copy
-
-    from accelerate.commands.launch import _validate_launch_command, launch_command, launch_command_parser
+    from accelerate.commands.launch import launch_command, launch_command_parser
 
     from engine.cli import report
     from engine.config import parse_args
     from engine.errors import ConfigError
-    from engine.launch_checks import from_accelerate_args, launch_problems
+    from engine.launch_checks import from_accelerate_args, launch_problems, resolve
 
     args = launch_command_parser().parse_args(argv)
     try:
-        resolved, _, _ = _validate_launch_command(copy.deepcopy(args))  # accelerate's merge of file and flags
+        resolved = resolve(args)
         problems, model = [], None
         if args.module and args.training_script == "engine.train":
             try:

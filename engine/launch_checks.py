@@ -3,7 +3,8 @@ not installed, FSDP over a user's own nn.Module: each refused with one line nami
 
 Two front ends describe a launch the same way (`Launch`) and share `launch_problems`:
 - before any process starts: `python -m engine.launch` (the same arguments as `accelerate launch`, resolved by
-  accelerate's own argument handling) and the job runner behind the Fine-tuning tab;
+  accelerate's own argument handling). The job runner behind the Fine-tuning tab offers only the shipped configs
+  engine/launch.py finds usable here, so it needs no more;
 - under a plain `accelerate launch`, which hubtune does not control, in each training process before anything is
   built, from the environment the launcher gives it (engine.train).
 
@@ -66,27 +67,36 @@ def from_accelerate_args(args, env=os.environ) -> Launch:
     return Launch(where, kind, max(processes // machines, 1), machines, use_cpu, args.gpu_ids)
 
 
-def resolve_accelerate_args(argv: list[str]):
-    """`accelerate launch` arguments as its launcher will use them (accelerate's own parser and merge of the
-    config file), or None when they do not parse."""
-    import contextlib
+def resolve(args):
+    """Parsed `accelerate launch` arguments as its launcher will use them: accelerate's own merge of the config file
+    and the flags (on a copy: the launcher merges again). Raises ValueError on a combination accelerate refuses."""
     import copy
+
+    from accelerate.commands.launch import _validate_launch_command
+
+    return _validate_launch_command(copy.deepcopy(args))[0]
+
+
+def resolve_accelerate_args(argv: list[str]):
+    """`resolve` of an argument list, or None when it does not parse (a launcher this module cannot read)."""
+    import contextlib
     import io
 
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.commands.launch import launch_command_parser
 
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             args = launch_command_parser().parse_args(argv)
-        return _validate_launch_command(copy.deepcopy(args))[0]
+        return resolve(args)
     except (SystemExit, Exception):
         return None
 
 
 def _launcher_argv(pid: int) -> list[str] | None:
     """The arguments of the `accelerate launch` (or `python -m engine.launch`) that started this process (its
-    parent: the one-process launcher and torchrun's agent both run inside it), or None. Read because accelerate exports the same environment for
-    single_gpu.yaml on a CPU-only machine as for a plain `accelerate launch`: only its arguments tell them apart."""
+    parent: the one-process launcher and torchrun's agent both run inside it), or None. Read because accelerate
+    exports the same environment for single_gpu.yaml on a CPU-only machine as for a plain `accelerate launch`: only
+    its arguments tell them apart."""
     try:
         argv = open(f"/proc/{pid}/cmdline", "rb").read().decode().split("\0")[:-1]
     except OSError:
@@ -104,7 +114,6 @@ def from_environment(env=os.environ, parent: int | None = None) -> Launch | None
     accelerate's launcher exports to each process; None when not started by `accelerate launch` (plain python)."""
     if "ACCELERATE_MIXED_PRECISION" not in env:  # every accelerate launcher exports it
         return None
-
     argv = _launcher_argv(os.getppid() if parent is None else parent)
     args = resolve_accelerate_args(argv) if argv is not None else None
     if args is not None:
@@ -123,6 +132,7 @@ def launch_problems(launch: Launch, gpus: int, model_name_or_path: str | None = 
     from engine.tasks.image_classification.models import is_user_module
 
     out, where = [], launch.where
+    asked = [int(g) for g in launch.gpu_ids_asked() if g.strip().isdigit()]
     if launch.distributed_type == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         out.append(f"{where} uses DeepSpeed, which is not installed here; pip install deepspeed on a machine with "
                    "GPUs, or launch with accelerate_configs/multi_gpu.yaml or fsdp.yaml")
@@ -136,7 +146,7 @@ def launch_problems(launch: Launch, gpus: int, model_name_or_path: str | None = 
         out.append(f"{where} starts {launch.processes} processes on this machine and it has {gpus} GPU"
                    f"{'s' if gpus > 1 else ''} (one process per GPU); set num_processes: {total} in the config or "
                    f"pass --num_processes {total}")
-    elif len(launch.gpu_ids_asked()) and gpus and max(_ints(launch.gpu_ids_asked())) >= gpus:
+    elif asked and gpus and max(asked) >= gpus:
         out.append(f"{where} asks for gpu_ids {launch.gpu_ids} and this machine has GPUs 0..{gpus - 1}; set gpu_ids "
                    "to GPUs it has (or all)")
     if launch.distributed_type == "FSDP" and model_name_or_path and is_user_module(model_name_or_path):
@@ -144,10 +154,6 @@ def launch_problems(launch: Launch, gpus: int, model_name_or_path: str | None = 
                    "(it shards transformers models by their layer classes); launch it with "
                    "accelerate_configs/cpu_ddp.yaml or multi_gpu.yaml (DDP) instead")
     return out
-
-
-def _ints(ids: list[str]) -> list[int]:
-    return [int(i) for i in ids if i.strip().isdigit()] or [0]
 
 
 def check_launch_environment(model_name_or_path: str) -> None:

@@ -106,11 +106,10 @@ def _run_widgets(c: dict) -> None:
     usable = [n for n, why in configs.items() if why.startswith("ok")]
     with gr.Row():
         c["run_name"] = gr.Textbox(label="run name", placeholder="(automatic: <data>-<n>)", elem_id="train-run-name")
-        others = [f"{n} ({why})" for n, why in configs.items() if not why.startswith("ok")]
+        ok = ", ".join(f"{n} ({why})" for n, why in configs.items() if n in usable)
+        others = "; ".join(f"{n} ({why})" for n, why in configs.items() if n not in usable)
         c["accel"] = gr.Dropdown(usable, value=usable[0], label="accelerate config", elem_id="train-accel",
-                                 info="This machine can run: " + ", ".join(f"{n} ({why})" for n, why in configs.items()
-                                                                           if why.startswith("ok")) + "." +
-                                 (" Not here: " + "; ".join(others) + "." if others else ""))
+                                 info=f"This machine can run: {ok}." + (f" Not here: {others}." if others else ""))
     with gr.Row():
         c["check"] = gr.Button("Check data and estimate", elem_id="train-check")
         c["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")

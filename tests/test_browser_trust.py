@@ -287,4 +287,4 @@ def test_configs_this_machine_cannot_run_are_listed_with_their_reason(served, pa
         assert f"{name} ({why})" in " ".join(info.split()), (name, info)
     if "deepspeed_zero2.yaml" not in offered:
         assert "deepspeed_zero2.yaml (needs DeepSpeed" in info or "deepspeed_zero2.yaml (needs 2+ GPUs" in info
-    _shot(page, "6_accelerate_configs")
+    _shot(page, "7_accelerate_configs")

@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from _app_fixtures import app_runs_dir, launched_app, open_section, serve  # noqa: F401 - fixtures (browser: conftest)
+from _app_fixtures import app_runs_dir, launched_app, serve  # noqa: F401 - fixtures (browser: conftest)
+from _app_fixtures import open_section, upload_into
 from conftest import ROOT
 from engine.data import BUNDLED
 from engine.predict import shared_predictor
@@ -55,8 +56,7 @@ def test_pick_model_type_text_see_label_then_file_round_trip(browser, launched_a
         src = tmp_path / "articles.csv"
         pd.DataFrame({"text": texts, "source": "BBC News"}).to_csv(src, index=False)
         open_section(page.get_by_text("Batch: classify a file"), page.locator("#predict-file-in"))
-        page.locator("#predict-file-in input[type=file]").set_input_files(str(src))
-        page.locator("#predict-file-in").get_by_text("articles.csv").wait_for()  # upload finished
+        upload_into(page.locator("#predict-file-in"), src)  # upload finished: its name shows
         page.locator("#predict-file-button").click()
         link = page.locator("#predict-file-out a").first
         link.wait_for()

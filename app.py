@@ -1,9 +1,9 @@
 """hubtune web app: `python app.py` serves the tabs of ui/ (127.0.0.1:7860; 0.0.0.0 on a Hugging Face Space).
 
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address; HUBTUNE_RUNS_DIR the runs folder (default runs/).
-The same server answers the REST endpoint (engine/rest.py: POST /models/{run}, POST /predict, GET /info, /health).
-Importing this module builds nothing and imports no torch: `build_app()` composes the tabs, `main()` launches.
-Gradio analytics stay off unless GRADIO_ANALYTICS_ENABLED=True is set.
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT choose the address; HUBTUNE_RUNS_DIR the runs folder (default runs/). The same
+server answers the REST endpoint (engine/serving/rest.py: POST /models/{run}, POST /predict, GET /info, /health).
+Importing this module builds nothing and imports no torch: `build_app()` composes the tabs, `main()` launches. Gradio
+analytics stay off unless GRADIO_ANALYTICS_ENABLED=True is set.
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ def launch_options() -> dict:
 
 
 def serve_options(demo: gr.Blocks) -> dict:
-    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes (engine/rest.py)
-    over the app's runs folder, handed to the FastAPI app Gradio builds so one server answers both."""
-    from engine import rest
-    from engine.jobs import MAX_UPLOAD_MB
+    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes
+    (engine/serving/rest.py) over the app's runs folder, handed to the FastAPI app Gradio builds so one server answers
+    both."""
+    from engine.serving import rest
+    from engine.runs.jobs import MAX_UPLOAD_MB
 
     # gradio refuses larger uploads before storing them; the job runner checks the same cap again
     return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb", "app_kwargs": {"routes": rest.routes(demo.hubtune.runs_dir)}}

@@ -83,7 +83,7 @@ def machine(a) -> dict:
     import torch
     import transformers
 
-    from engine.perf import matmul_peak
+    from engine.training.perf import matmul_peak
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     size, burst = (256, 0.2) if a.smoke else (8192, 1.0)
@@ -159,7 +159,7 @@ def predict(a, model: str) -> dict:
     from transformers import pipeline
 
     from engine.data import BUNDLED
-    from engine.predict import Predictor, bf16_supported
+    from engine.serving.predictor import Predictor, bf16_supported
 
     texts = [t for t in BUNDLED["bundled:bbc_news_paragraphs"][0]()["text"] if t.strip()][:a.texts]
     out, labels = {}, {}

@@ -50,7 +50,7 @@ def bbc_texts(n: int, seed: int = 0, dataset: str = "bbc_news_paragraphs") -> li
 
 def default_model() -> str:
     """The newest finished run under HUBTUNE_RUNS_DIR (default runs/)."""
-    from engine.runs import list_runs
+    from engine.rundir import list_runs
 
     root = Path(os.environ.get("HUBTUNE_RUNS_DIR", ROOT / "runs"))
     runs = list_runs(root, finished=True)  # newest first; the job runner's lock and uploads/ are not runs
@@ -135,8 +135,8 @@ def _onnx(file: str) -> Callable:
     def make(b: Bench):
         import tempfile
 
-        from engine import export, onnx_backend
         from engine.errors import ModelError
+        from engine.serving import export, onnx_backend
         from engine.tasks.text_classification import inference
 
         try:
@@ -195,7 +195,7 @@ def compare(model: str, datasets: list[tuple[str, list[str], int]], batch_size: 
 
 def _one_dataset(b: Bench, texts: list[str], blocks: int) -> dict:
     """Every side on one data set, block by block in turn: {texts, max_length, bf16, sides: {side: figures}}."""
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     t0 = time.perf_counter()
     b.predictor = Predictor(batch_size=b.batch_size, precision="fp32")

@@ -7,11 +7,11 @@
 The same --requests (200) short real texts (the opening ~100 characters of BBC News articles) go to
 `POST /models/{model}` twice per round: one at a time from one client, then from --clients (20) threads at once;
 --rounds (2) rounds, alternating the order, so a change in machine load hits both alike. Per side: requests/s,
-p50 / p95 / max latency and the Predictor calls the server's micro-batcher made (`GET /info`'s batch counters;
-each call is one or a few forward passes). Every answer's label is checked against `engine.predict.Predictor` in
-this process at the precision the server reports (and against fp32). Prints the whole process's wall time too.
-Exit code 1 when an answer's label differs from the Predictor's or a request fails. Bounded: every request times out
-after 60 s and the whole run stops after --max_seconds.
+p50 / p95 / max latency and the Predictor calls the server's micro-batcher made (`GET /info`'s batch counters; each call
+is one or a few forward passes). Every answer's label is checked against `engine.serving.predictor.Predictor` in this
+process at the precision the server reports (and against fp32). Prints the whole process's wall time too. Exit code 1
+when an answer's label differs from the Predictor's or a request fails. Bounded: every request times out after 60 s and
+the whole run stops after --max_seconds.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def batches(url: str, model: str, headers: dict) -> dict:
 def reference(run: str, texts: list[str], precision: str, k: int) -> dict:
     """The Predictor in this process at the server's precision: each text's label alone (what `engine.predict`
     says for it), texts/s one a call and `k` a call, and the fp32 labels."""
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     predictor = Predictor(precision=precision)
     lm = predictor.load(run)

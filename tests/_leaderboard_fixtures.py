@@ -27,7 +27,7 @@ def lr_runs(tmp_path_factory) -> dict[str, Path]:
     """{name: finished run folder} of the two learning-rate runs."""
     from filelock import FileLock
 
-    from engine.train import main
+    from engine.training.run import main
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base

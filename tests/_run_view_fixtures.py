@@ -50,8 +50,8 @@ def _one_topic_csv(path: Path) -> Path:
 def _make(runs: Path) -> None:
     from conftest import wait_final
 
-    from engine.jobs import JobManager
-    from engine.train import main
+    from engine.runs.jobs import JobManager
+    from engine.training.run import main
 
     for name, args in (("one-eval", ONE_EVAL_ARGS), ("digits", DIGITS_ARGS)):
         assert main([*args, "--output_dir", str(runs / name), "--overwrite_output_dir", "true"]) == 0

@@ -36,7 +36,7 @@ def tiny_run(tmp_path_factory) -> Path:
     (tests only read it; test_hub checks that pushing changes nothing in it)."""
     from filelock import FileLock
 
-    from engine.train import main
+    from engine.training.run import main
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -46,7 +46,7 @@ def tiny_run(tmp_path_factory) -> Path:
             assert main(train_args(out, "--report_to", "tensorboard", "--overwrite_output_dir", "true")) == 0
             # the first 'auto' prediction of a run measures its precisions and writes precision.json into it: done
             # here, before any test reads the run, so none sees the folder change under it (test_hub checks that)
-            from engine.predict import Predictor
+            from engine.serving.predictor import Predictor
 
             Predictor().predict(str(out), ["Shares rose after the company reported record profits."])
     return out
@@ -57,7 +57,7 @@ def wait_final(mgr, name: str, timeout: float = 240, interval: float = 0.2) -> d
     recorded: a gloo abort at exit shows there)."""
     import time
 
-    from engine.events import FINAL_STATES
+    from engine.rundir import FINAL_STATES
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

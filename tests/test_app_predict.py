@@ -17,7 +17,7 @@ from gradio_client.exceptions import AppError
 from _app_fixtures import app_runs_dir, client, launched_app  # noqa: F401 - fixtures
 from conftest import ROOT
 from engine.data import BUNDLED
-from engine.predict import shared_predictor
+from engine.serving.predictor import shared_predictor
 
 LABELS = {"business", "entertainment", "politics", "sports", "tech"}
 

@@ -39,7 +39,7 @@ class Case:
 
 HUGE = "1mb"  # replaced by a 1 MB+ paste of real articles
 CASES = [
-    # --- command line: engine.train.main(argv) in-process (fast) ----------------------------------------------
+    # --- command line: engine.training.run.main(argv) in-process (fast) ----------------------------------------------
     Case("cli-unknown-flag", "cli", ["--lerning_rate", "1e-4"], "did you mean '--learning_rate'"),
     Case("cli-wrong-type", "cli", ["--num_train_epochs", "three"], "invalid float value: 'three'"),
     Case("cli-negative-lr", "cli", ["--learning_rate", "-0.001"], "learning_rate: must be >= 1e-08"),
@@ -180,7 +180,7 @@ def _fill(value, paths: dict, tmp: Path):
 @pytest.fixture(scope="module")
 def bystander(launched_app, app_runs_dir, bbc):
     """Another user of the app, with a real article and the engine's own answer for it."""
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     model = str(app_runs_dir / "tiny")
     text = bbc.text[1500]
@@ -196,7 +196,7 @@ def _cli_args(args, out):
 
 
 def run_cli(case, args, ctx):
-    from engine.train import main
+    from engine.training.run import main
 
     out = ctx["tmp"] / "out"
     target = Path(args[args.index("--output_dir") + 1]) if "--output_dir" in args else out
@@ -228,7 +228,7 @@ def run_subprocess(case, args, ctx):
 
 def run_predictor(case, model, ctx):
     from engine.config import ConfigError
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     with pytest.raises(ConfigError) as e:
         Predictor().load(model)
@@ -249,7 +249,7 @@ def _uploads(ctx) -> list[str]:
 
 
 def run_upload(case, path, ctx):
-    from engine import jobs
+    from engine.runs import jobs
 
     if case.id == "upload-over-size-cap":
         ctx["monkeypatch"].setattr(jobs, "MAX_UPLOAD_MB", 0.05)
@@ -380,8 +380,8 @@ def test_output_dir_and_run_names_cannot_leave_the_runs_folder(tmp_path, monkeyp
     import yaml
 
     from engine.config import TrainConfig
-    from engine.events import RunDir
-    from engine.jobs import JobManager
+    from engine.rundir import RunDir
+    from engine.runs.jobs import JobManager
 
     mgr = JobManager(tmp_path / "runs")
     outside = tmp_path / "outside"

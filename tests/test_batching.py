@@ -1,4 +1,4 @@
-"""engine/batcher.py: concurrent requests for one model share Predictor calls and forward passes (counted with a
+"""engine/serving/batcher.py: concurrent requests for one model share Predictor calls and forward passes (counted with a
 forward hook on the session's real BBC News model) with the results each would get alone; a failing request fails
 only itself; the wait is bounded and only for requests announced as on their way."""
 
@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from engine import batcher
-from engine.batcher import MicroBatcher
 from engine.data import BUNDLED
-from engine.predict import Predictor
+from engine.serving import batcher
+from engine.serving.batcher import MicroBatcher
+from engine.serving.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """A real browser on the launched app's Explain section (ui/explain_view.py): a prediction, then Explain shows the
-text's words highlighted by their Integrated Gradients attributions (the same numbers engine.explain gives), with
-the convergence delta and the cost measured on this model; Explain with no text is an error line in the section's note that stays
-until the next Explain; a long explanation runs in its own queue, so a prediction clicked meanwhile is answered before it.
-Screenshots: artifacts/explain_*.png."""
+text's words highlighted by their Integrated Gradients attributions (the same numbers engine.serving.explain gives),
+with the convergence delta and the cost measured on this model; Explain with no text is an error line in the section's
+note that stays until the next Explain; a long explanation runs in its own queue, so a prediction clicked meanwhile is
+answered before it. Screenshots: artifacts/explain_*.png."""
 
 import re
 
@@ -10,9 +10,9 @@ import pytest
 
 from _app_fixtures import app_runs_dir, client, launched_app  # noqa: F401,F811 - fixtures (browser: conftest)
 from conftest import ROOT
-from engine import explain
 from engine.data import BUNDLED
-from engine.predict import shared_predictor
+from engine.serving import explain
+from engine.serving.predictor import shared_predictor
 
 ART = ROOT / "artifacts"
 

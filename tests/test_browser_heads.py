@@ -88,7 +88,7 @@ def url(head_runs):
 def predictor(head_runs):
     """The engine's predictor with both models loaded before any page asks the server for them (transformers'
     lazy imports are not safe to race from two threads on first use)."""
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     pred = shared_predictor()
     for name in ("mesh", "vader"):

@@ -65,7 +65,7 @@ def _shot(page, name):
 
 
 def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub, browser, caplog, capfd):
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     caplog.set_level(logging.DEBUG)
     assert count_secrets(f"x{ALICE}y") == 1  # the scanner finds what it is meant to find

@@ -36,7 +36,7 @@ MNIST_ARGS = ["--dataset_name", "bundled:mnist", "--model_name_or_path", "mlp", 
 def runs(tmp_path_factory):
     """A runs folder with a finished MNIST run `mnist` trained through the engine's CLI entry point, and `custom`:
     a few steps of the example user module (examples/custom_module.py) on sklearn digits, which needs user code."""
-    from engine.train import main
+    from engine.training.run import main
 
     runs = tmp_path_factory.mktemp("image_runs")
     assert main([*MNIST_ARGS, "--output_dir", str(runs / "mnist")]) == 0
@@ -90,7 +90,7 @@ def _shot(page, name):
 
 
 def test_predict_image_api_reads_held_out_digits(client, runs, held_out):
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     model = str(runs / "mnist")
     right = 0
@@ -175,7 +175,7 @@ def test_model_examples_api_gives_the_runs_samples(client, runs, served, tmp_pat
 
 
 def test_browser_image_examples_are_the_runs_samples(browser, served, runs):
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     expected = _run_examples(runs / "mnist")
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
@@ -325,7 +325,7 @@ def test_finetune_tab_zip_uploads(client, tmp_path):
 
 
 def test_finetune_tab_image_preflight_user_code_and_a_tiny_run(client, runs):
-    from engine.predict import model_task
+    from engine.serving.predictor import model_task
     from ui.train_tab import manager
 
     args = _tab_args(client, base_model="mlp", source="Bundled dataset", bundled="bundled:mnist", max_steps=300,

@@ -12,7 +12,7 @@ from _app_fixtures import app_runs_dir, launched_app, serve  # noqa: F401 - fixt
 from _app_fixtures import open_section, upload_into
 from conftest import ROOT
 from engine.data import BUNDLED
-from engine.predict import shared_predictor
+from engine.serving.predictor import shared_predictor
 
 ART = ROOT / "artifacts"
 # two optimizer steps at a learning rate 250x too high: MiniLM collapses to one class (a real way runs fail)
@@ -137,7 +137,7 @@ def one_class_app(tmp_path_factory, tiny_run):
     """An app whose runs are the session's tiny run and `collapsed`: a real run that learned one class only."""
     import app
     from engine.metrics import one_class_warning
-    from engine.train import main
+    from engine.training.run import main
 
     runs = tmp_path_factory.mktemp("one_class_runs")
     assert main([*COLLAPSE_ARGS, "--output_dir", str(runs / "collapsed")]) == 0

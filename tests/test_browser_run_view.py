@@ -195,7 +195,7 @@ def test_busy_phase_bar_moves(browser, view_runs):
     """While a run evaluates or saves (no ETA to give), its bar's stripes move: the page's CSS animation runs."""
     import gradio as gr
 
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
     from ui.run_view import progress_html
 
     info = {**JobManager(view_runs).info("one-eval"), "state": "running", "phase": "evaluating"}

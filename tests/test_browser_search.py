@@ -19,7 +19,7 @@ def served(tmp_path):
     runs_dir = tmp_path / "runs"
     with serve_app(runs_dir) as url:
         yield url, runs_dir
-        from engine import search_jobs
+        from engine.search import jobs as search_jobs
 
         for name in search_jobs.list_searches(runs_dir):  # a failing test leaves no search behind
             search_jobs.cancel(runs_dir / name)
@@ -117,7 +117,7 @@ def test_browser_search_mode_runs_cancels_and_resumes_a_search(served, page):
     _text_has(page, "search-action", "cancelled", timeout=90_000)
     page.wait_for_selector("#search-state-word[data-state='cancelled']", timeout=30_000)
     _text_has(page, "search-table", "interrupted")
-    from engine.events import RunDir
+    from engine.rundir import RunDir
 
     assert RunDir(search / "trial-1").read_status()["search_state"] == "interrupted"
 

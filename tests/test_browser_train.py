@@ -121,7 +121,7 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     page.wait_for_function("(document.querySelector('#train-problems')?.innerText || '').includes('started')")
     run_name = re.search(r"run (\S+) started", page.locator("#train-problems").inner_text()).group(1)
     command = page.locator("#train-command .cm-content").inner_text()
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     job = JobManager(runs_dir)._job(run_name)
     assert command.strip() == job["command"] and f"--config {runs_dir / run_name / 'config.yaml'}" in command

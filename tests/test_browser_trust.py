@@ -229,7 +229,7 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
     page.locator("#train-start").click()
     started = _wait_panel(page, "started")
     assert f"run {name} started" in started, started
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     job = JobManager(runs_dir)._job(name)
     assert job["command"] == shown_cmd
@@ -261,7 +261,7 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
     page.locator("#train-start").click()
     _wait_panel(page, "run half")  # started, or queued behind the run of the test before
     from conftest import wait_final
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     assert wait_final(JobManager(runs_dir), "half", timeout=300)["state"] == "failed"
     page.locator("#train-runs [role=gridcell]", has_text="half").first.click()  # show it, as a user would
@@ -273,7 +273,7 @@ def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):
 
 
 def test_configs_this_machine_cannot_run_are_listed_with_their_reason(served, page):
-    from engine.launch import accelerate_configs
+    from engine.training.launch import accelerate_configs
 
     url, _ = served
     _fine_tuning(page, url)

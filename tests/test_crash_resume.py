@@ -1,6 +1,6 @@
 """Crash-proof runs (issue 8, items 1 and 7): SIGKILL at exact points (the HUBTUNE_FAULT test hook in
-engine/checkpoint.py), one after another on the same run, each observed through the job runner as `failed` with an
-error line and resumed with `resume_from_checkpoint: latest`; the run ends with weights and metrics identical to an
+engine/training/checkpoint.py), one after another on the same run, each observed through the job runner as `failed` with
+an error line and resumed with `resume_from_checkpoint: latest`; the run ends with weights and metrics identical to an
 uninterrupted one. A half-written checkpoint is never picked as the latest and no reader ever sees a torn file."""
 
 import json
@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, train_args, wait_final
 from engine.config import parse_args
-from engine.events import RunDir, atomic_write_json
-from engine.jobs import JobManager
-from engine.train import main
+from engine.rundir import RunDir, atomic_write_json
+from engine.runs.jobs import JobManager
+from engine.training.run import main
 
 # 8 steps of 8 BBC News articles, a checkpoint and an evaluation every 4 steps: a few seconds of training
 EXTRA = ["--max_train_samples", "96", "--max_eval_samples", "40", "--max_seq_length", "24",
@@ -141,7 +141,7 @@ def test_atomic_writes_are_never_seen_torn(tmp_path):
     writer = (
         "import json, sys, pathlib\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from engine.events import atomic_write_json\n"
+        "from engine.rundir import atomic_write_json\n"
         "path, atomic = pathlib.Path(sys.argv[1]), sys.argv[2] == 'atomic'\n"
         "blob = {'rows': [[i] * 20 for i in range(5000)], 'n': 0}\n"
         "while True:\n"

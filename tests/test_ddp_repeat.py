@@ -14,8 +14,8 @@ import time
 import pytest
 
 from conftest import wait_final
-from engine.events import RunDir
-from engine.jobs import JobManager
+from engine.rundir import RunDir
+from engine.runs.jobs import JobManager
 
 # the issue asks for 20; each costs 12-17 s on 2 quiet cores (~21 CPU-s: the launcher's and 2 ranks' imports dominate)
 RUNS = int(os.environ.get("HUBTUNE_DDP_RUNS", "20"))

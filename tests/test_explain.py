@@ -1,9 +1,9 @@
-"""Explanations (engine/explain.py, Captum's Integrated Gradients) on tiny real runs: a binary sentiment model on
-VADER's movie snippets (clear positives and negatives by their mean human rating) explains a clear positive and a
-clear negative review the right way round, its attributions adding up to the change of the logit difference;
-sub-tokens merge into the text's words; truncation follows prediction; multi-label (MEDLINE MeSH headings) and
-regression (the ratings themselves) explain per chosen label and toward higher values; an MNIST mlp gets a
-saliency overlay of the image's shape; bad input is one line and exit code 2."""
+"""Explanations (engine/serving/explain.py, Captum's Integrated Gradients) on tiny real runs: a binary sentiment model
+on VADER's movie snippets (clear positives and negatives by their mean human rating) explains a clear positive and a
+clear negative review the right way round, its attributions adding up to the change of the logit difference; sub-tokens
+merge into the text's words; truncation follows prediction; multi-label (MEDLINE MeSH headings) and regression (the
+ratings themselves) explain per chosen label and toward higher values; an MNIST mlp gets a saliency overlay of the
+image's shape; bad input is one line and exit code 2."""
 
 import json
 import math
@@ -14,10 +14,10 @@ import pytest
 
 import pip_sets
 from conftest import ROOT
-from engine import explain
 from engine.errors import PredictError
-from engine.predict import Predictor, main as predict_main
-from engine.train import main as train_main
+from engine.serving import explain
+from engine.serving.predictor import Predictor, main as predict_main
+from engine.training.run import main as train_main
 
 # two held-out snippets, among the highest and lowest rated of the 10,605 (mean of 20 people: 3.94 and -3.5)
 POSITIVE = "One of the greatest films I've ever seen."

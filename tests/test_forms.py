@@ -66,7 +66,7 @@ def test_problems_are_the_trainers_messages():
 
 
 def test_importing_the_ui_does_not_import_torch():
-    code = "import sys, ui.forms, ui.train_tab, engine.jobs; print('torch' in sys.modules)"
+    code = "import sys, ui.forms, ui.train_tab, engine.runs.jobs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env={"PATH": "/usr/bin:/bin", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                               "PYTHONPATH": str(ROOT), "HOME": "/root"})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import train_args
-from engine.events import RunDir
+from engine.rundir import RunDir
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh)")]
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.gpu,
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_a_real_fine_tune_on_the_gpu(tmp_path, precision):
-    from engine.train import main
+    from engine.training.run import main
 
     out = tmp_path / precision
     assert main(train_args(out, "--mixed_precision", precision, "--max_steps", "16")) == 0
@@ -32,7 +32,7 @@ def test_a_real_fine_tune_on_the_gpu(tmp_path, precision):
 
 
 def test_predictor_bf16_gives_the_labels_of_fp32_on_the_gpu(tiny_run):
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     texts = [json.loads(x)["text"] for x in (tiny_run / "eval_predictions.jsonl").read_text().splitlines()]
     fp32 = [next(iter(r)) for r in Predictor(precision="fp32", device="cuda").predict(str(tiny_run), texts)]

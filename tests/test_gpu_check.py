@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from engine.launch import gpu_count
+from engine.training.launch import gpu_count
 
 
 @pytest.mark.skipif(gpu_count() > 0, reason="on a GPU machine the script runs the whole check instead")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import pip_sets
-from engine.events import RunDir
-from engine.train import main
+from engine.rundir import RunDir
+from engine.training.run import main
 
 QUICK = ["--max_seq_length", "48", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
          "--learning_rate", "2e-4", "--warmup_steps", "2", "--logging_steps", "4", "--eval_strategy", "steps",
@@ -89,7 +89,7 @@ def test_regression_trains_on_ratings_and_reports_reference_metrics(regression_r
 def test_regression_predictions_agree_between_predictor_pipeline_and_file(regression_run, data_dir, tmp_path):
     from transformers import pipeline
 
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     texts = ["A gorgeous, moving film with superb acting.", "Dull, tedious and far too long."]
     predictor = Predictor(precision="fp32")
@@ -149,7 +149,7 @@ def test_multi_label_trains_with_tuned_thresholds_and_reference_metrics(multi_la
 def test_multi_label_model_serves_sigmoid_scores_and_thresholded_labels(multi_label_run):
     from transformers import pipeline
 
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
 
     text = "Serum cholesterol was measured in 120 men and women aged 40 to 65 years attending the clinic."
     predictor = Predictor(precision="fp32")
@@ -185,7 +185,7 @@ def test_label_separator_reads_multi_label_strings(data_dir, tmp_path):
 
 def test_imbalanced_classes_get_a_hint_and_balanced_weights(data_dir, tmp_path):
     from engine.config import TrainConfig
-    from engine.preflight import preflight
+    from engine.training.preflight import preflight
 
     base = {"train_file": str(data_dir / "sms.csv"), "output_dir": str(tmp_path / "sms"), "max_steps": 1,
             "max_seq_length": 32, "per_device_train_batch_size": 8}
@@ -251,12 +251,12 @@ def test_image_runs_refuse_other_heads(tmp_path, capsys):
 
 
 def test_onnx_backend_reads_multi_label_and_regression_outputs_like_torch(multi_label_run, regression_run, tmp_path):
-    """Both heads exported (engine/export.py) and served by onnxruntime: a sigmoid per label against the saved
+    """Both heads exported (engine/serving/export.py) and served by onnxruntime: a sigmoid per label against the saved
     thresholds, the number itself, equal to the torch path on the runs' own validation texts."""
     import shutil
 
-    from engine.export import export
-    from engine.predict import Predictor
+    from engine.serving.export import export
+    from engine.serving.predictor import Predictor
 
     torch_p, onnx_p = Predictor(precision="fp32"), Predictor(backend="onnx")
     for source in (multi_label_run, regression_run):

@@ -35,7 +35,8 @@ def test_push_then_pull_round_trip_regular_uploads(tiny_run, hub, tmp_path, capl
     import torch
     from huggingface_hub import ModelCard
 
-    from engine.hub import pull, push_run
+    from engine.hub.client import pull
+    from engine.hub.push import push_run
 
     caplog.set_level(logging.DEBUG)
     before = tree_digest(tiny_run)
@@ -80,7 +81,8 @@ def test_lfs_upload_path_and_branch_revision(tiny_run, hub, tmp_path, monkeypatc
     """Xet disabled: large files go through the LFS batch API + PUT; a new branch is created; pull by commit."""
     from huggingface_hub import constants
 
-    from engine.hub import pull, push_run
+    from engine.hub.client import pull
+    from engine.hub.push import push_run
 
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
@@ -103,7 +105,8 @@ def test_lfs_upload_path_and_branch_revision(tiny_run, hub, tmp_path, monkeypatc
 
 
 def test_faults_are_clear_bounded_and_a_later_push_succeeds(tiny_run, hub, monkeypatch, caplog):
-    from engine.hub import HubError, push_run
+    from engine.hub.client import HubError
+    from engine.hub.push import push_run
 
     caplog.set_level(logging.WARNING, logger="hubtune")
     before = tree_digest(tiny_run)
@@ -137,7 +140,8 @@ def test_faults_are_clear_bounded_and_a_later_push_succeeds(tiny_run, hub, monke
 
 @pytest.mark.parametrize("name", ["bad name/x", "a/b/c", "", "-x/y", "alice/" + "n" * 120, "alice/x.git"])
 def test_invalid_repo_names_fail_before_any_request(tiny_run, hub, name):
-    from engine.hub import HubError, push_run
+    from engine.hub.client import HubError
+    from engine.hub.push import push_run
 
     with pytest.raises(HubError, match="not a valid repo name"):
         push_run(tiny_run, name)
@@ -145,7 +149,8 @@ def test_invalid_repo_names_fail_before_any_request(tiny_run, hub, name):
 
 
 def test_token_problems(tiny_run, hub, monkeypatch):
-    from engine.hub import HubError, push_run
+    from engine.hub.client import HubError
+    from engine.hub.push import push_run
 
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubError, match="no Hugging Face token.*HF_TOKEN"):
@@ -161,7 +166,8 @@ def test_token_problems(tiny_run, hub, monkeypatch):
 
 
 def test_someone_elses_repo_is_refused_and_left_alone(tiny_run, hub):
-    from engine.hub import HubError, push_run
+    from engine.hub.client import HubError
+    from engine.hub.push import push_run
 
     hub.add_repo("model", "bob/news", {"README.md": b"bob's model\n"})
     hub.add_repo("model", "bob/secret", {"README.md": b"private\n"}, private=True)
@@ -177,7 +183,7 @@ def test_someone_elses_repo_is_refused_and_left_alone(tiny_run, hub):
 
 
 def test_pull_errors(hub, tmp_path, monkeypatch):
-    from engine.hub import HubError, pull
+    from engine.hub.client import HubError, pull
 
     hub.add_repo("model", "alice/small", {"config.json": b"{}", "pytorch_model.bin": b"pickle!", "a.safetensors": b"x"})
     with pytest.raises(HubError, match="revision 'nope' not found in 'alice/small'"):
@@ -197,7 +203,7 @@ def test_pull_errors(hub, tmp_path, monkeypatch):
 def test_token_wrapper_and_precedence(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from engine.hub import Token, resolve_token
+    from engine.hub.client import Token, resolve_token
 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
     monkeypatch.setenv("HF_TOKEN", ALICE)
@@ -222,7 +228,7 @@ def test_token_wrapper_and_precedence(monkeypatch, tmp_path):
 def test_retries_on_timeouts_are_bounded(monkeypatch):
     import httpx2
 
-    from engine.hub import HubError, _call
+    from engine.hub.client import HubError, _call
 
     monkeypatch.setenv("HUBTUNE_HUB_RETRIES", "3")
     monkeypatch.setenv("HUBTUNE_HUB_BACKOFF", "0.01")
@@ -267,9 +273,9 @@ def test_cli_push_and_pull(tiny_run, hub, tmp_path):
 def test_push_to_hub_from_training_config(tiny_run, hub, tmp_path):
     """A pushed repo at a revision is a base model; push_to_hub pushes at each checkpoint and at the end; a failed
     push leaves the run done."""
-    from engine.events import RunDir
-    from engine.hub import push_run
-    from engine.train import main
+    from engine.hub.push import push_run
+    from engine.rundir import RunDir
+    from engine.training.run import main
 
     push_run(tiny_run, "alice/base")
     sha = hub.repos[("model", "alice/base")].branches["main"]
@@ -290,7 +296,7 @@ def test_push_to_hub_from_training_config(tiny_run, hub, tmp_path):
     assert "on the Hub:" in progress_html({"name": "run", **status})
     # the same run pushed to a repo it may not write: logged as a failed push, the run stays done
     from engine.config import TrainConfig
-    from engine.checkpoint import push
+    from engine.training.checkpoint import push
 
     hub.add_repo("model", "bob/taken", {"README.md": b"x"})
     cfg = TrainConfig.load(run.config)

@@ -26,7 +26,7 @@ def _jsonl(path, rows):
 
 def _train(base, name: str, rows: list[dict], *args):
     """A finished 6-step fine-tune of the offline MiniLM on `rows` (written as JSONL)."""
-    from engine.train import main
+    from engine.training.run import main
 
     out = base / name
     argv = ["--train_file", _jsonl(base / f"{name}.jsonl", rows), "--output_dir", out, *args, *COMMON]
@@ -67,7 +67,8 @@ def _usage(readme: str) -> str:
 
 
 def _push_and_pull(run, repo, tmp_path):
-    from engine.hub import pull, push_run
+    from engine.hub.client import pull
+    from engine.hub.push import push_run
 
     push_run(run, repo)
     return pull(repo, cache_dir=tmp_path / "cache")
@@ -82,7 +83,7 @@ def test_multi_label_card_push_and_pull(mesh_run, hub, tmp_path):  # noqa: F811
     import numpy as np
     from transformers import pipeline
 
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
     from engine.tasks.heads import for_config
 
     run = mesh_run
@@ -148,7 +149,7 @@ def test_multi_label_card_push_and_pull(mesh_run, hub, tmp_path):  # noqa: F811
 def test_regression_card_push_and_pull(vader_run, hub, tmp_path):  # noqa: F811
     from transformers import pipeline
 
-    from engine.predict import Predictor
+    from engine.serving.predictor import Predictor
     from engine.tasks.heads import for_config
 
     run = vader_run

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.predict import Predictor, model_task
-from engine.train import main as train_main
+from engine.serving.predictor import Predictor, model_task
+from engine.training.run import main as train_main
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "256", "--logging_steps", "25",
@@ -83,7 +83,7 @@ def test_predictor_reads_real_test_digits_in_any_form(mnist_run, mnist_test, tmp
     from_path = predictor.predict_image(str(mnist_run), str(tmp_path / "digit.png"))
     for other in (as_float, rgb, from_path):
         assert other[label] == pytest.approx(gray[label], abs=1e-4)
-    from engine.predict import PredictError
+    from engine.serving.predictor import PredictError
 
     with pytest.raises(PredictError, match="image-classification model; give it images"):
         predictor.predict_text(str(mnist_run), "seven")
@@ -112,7 +112,7 @@ def test_drawings_become_mnist_style_inputs(mnist_run, mnist_test):
 
 
 def test_predict_cli_prints_the_label(mnist_run, mnist_test, tmp_path, capsys):
-    from engine.predict import main as predict_main
+    from engine.serving.predictor import main as predict_main
 
     row = mnist_test[0]
     row["image"].save(tmp_path / "d.png")
@@ -142,7 +142,7 @@ def test_custom_module_with_autograd_function_trains_and_predicts(tmp_path, monk
     assert config["architectures"] == ["HubtuneModuleForImageClassification"]
     # served by the CLI (user code allowed there) ...
     from engine.bundled import BUNDLED
-    from engine.predict import main as predict_main
+    from engine.serving.predictor import main as predict_main
 
     test = BUNDLED["bundled:digits"][0]()["test"]
     test[0]["image"].save(tmp_path / "d.png")
@@ -275,8 +275,8 @@ def test_bad_imagefolders_are_refused(tmp_path, capsys):
 
 def test_web_job_runner_refuses_user_code(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
+    from engine.runs.jobs import JobManager
     from engine.tasks.image_classification.models import UserCodeError
-    from engine.jobs import JobManager
 
     mgr = JobManager(tmp_path / "runs")
     with pytest.raises(UserCodeError, match="examples.custom_module:Net.*command line"):

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import ROOT, wait_final
 from engine.config import ConfigError
-from engine.events import RunDir
-from engine import jobs
-from engine.jobs import JobError, JobManager
+from engine.rundir import RunDir
+from engine.runs import jobs
+from engine.runs.jobs import JobError, JobManager
 
 # even tinier than conftest's TINY_ARGS: start-up dominates, a few real steps are enough to see the machinery
 TINY = {"dataset_name": "bundled:bbc_news", "max_train_samples": 96, "max_eval_samples": 48, "max_seq_length": 32,
@@ -227,7 +227,7 @@ def test_a_failed_run_names_its_cause_not_the_launcher(manager, tmp_path, tiny_r
     run's error is the training process's own exception line, in status.json and as read from train.log."""
     import shutil
 
-    from engine.processes import error_line
+    from engine.runs.processes import error_line
 
     model = tmp_path / "half-copied"
     shutil.copytree(tiny_run / "model", model)

@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from engine.launch import gpu_count
-from engine.launch_checks import from_accelerate_args, launch_problems, resolve_accelerate_args
+from engine.training.launch import from_accelerate_args, gpu_count, launch_problems, resolve_accelerate_args
 
 RUN = {"dataset_name": "bundled:bbc_news", "max_train_samples": 32, "max_eval_samples": 16, "max_seq_length": 32,
        "per_device_train_batch_size": 16, "max_steps": 1, "eval_strategy": "steps", "eval_steps": 1,

@@ -15,10 +15,10 @@ import pytest
 
 from _leaderboard_fixtures import BUSY, copy_run, lr_runs, runs_folder  # noqa: F401
 from conftest import ROOT
-from engine import compare, leaderboard
 from engine.errors import ConfigError
-from engine.events import RunDir
-from engine.jobs import JobError, JobManager
+from engine.rundir import RunDir
+from engine.runs import compare, leaderboard
+from engine.runs.jobs import JobError, JobManager
 from test_browser_heads import head_runs  # noqa: F401 - the session's real regression and multi-label runs
 
 

@@ -81,7 +81,7 @@ def _wait_training(mgr, name: str, step: int, timeout: float = 120) -> int:
 def test_fifty_concurrent_predictions_while_training(launched_app, app_runs_dir, tmp_path):
     from conftest import ROOT
     from engine.data import BUNDLED
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
     from ui.train_tab import manager
 
     model = str(app_runs_dir / "tiny")

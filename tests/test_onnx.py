@@ -25,8 +25,8 @@ LABELS = {"business", "entertainment", "politics", "sports", "tech"}
 
 
 def _export(*argv) -> tuple[int, str, str]:
-    """engine.export's main in-process: (exit code, stdout, stderr)."""
-    from engine.export import main
+    """engine.serving.export's main in-process: (exit code, stdout, stderr)."""
+    from engine.serving.export import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -88,9 +88,9 @@ def test_export_writes_the_optimum_layout_and_matches_pytorch(exported):
 
 
 def test_predict_backend_onnx_gives_the_torch_labels(exported, tmp_path, capsys):
-    from engine import onnx_backend
     from engine.bundled import BUNDLED
-    from engine.predict import Predictor, load_model, main
+    from engine.serving import onnx_backend
+    from engine.serving.predictor import Predictor, load_model, main
 
     run, _ = exported
     texts = _texts(run) + BUNDLED["bundled:bbc_news_paragraphs"][0]()["text"][::97][:130]  # + varied lengths
@@ -122,8 +122,7 @@ def test_predict_backend_onnx_gives_the_torch_labels(exported, tmp_path, capsys)
 
 
 def test_what_cannot_be_exported_or_served_is_one_line(exported, tiny_run, tmp_path, capsys):
-    from engine.predict import Predictor
-    from engine.predict import main as predict_main
+    from engine.serving.predictor import Predictor, main as predict_main
 
     run, _ = exported
     pickle_only = tmp_path / "pickle_only"
@@ -157,9 +156,9 @@ def test_what_cannot_be_exported_or_served_is_one_line(exported, tiny_run, tmp_p
 
 
 def test_push_with_onnx_sends_the_export_and_a_card_that_runs_it(exported, tiny_run, hub):  # noqa: F811
-    from engine import hub_client
-    from engine.hub import push_run
-    from engine.predict import Predictor
+    from engine.hub import client as hub_client
+    from engine.hub.push import push_run
+    from engine.serving.predictor import Predictor
 
     run, _ = exported
     with pytest.raises(ConfigError, match="run python -m engine.export") as e:
@@ -209,8 +208,8 @@ class Net(nn.Module):
 
 def test_image_models_from_scratch_and_user_modules_export_or_are_refused(tmp_path, monkeypatch, capsys):
     from engine.bundled import BUNDLED
-    from engine.predict import main as predict_main
-    from engine.train import main as train_main
+    from engine.serving.predictor import main as predict_main
+    from engine.training.run import main as train_main
 
     fast = ["--dataset_name", "bundled:digits", "--max_steps", "6", "--per_device_train_batch_size", "32",
             "--per_device_eval_batch_size", "256", "--learning_rate", "3e-3", "--eval_strategy", "steps",

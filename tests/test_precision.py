@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.predict import Predictor, main
+from engine.serving.predictor import Predictor, main
 from engine.tasks import heads
 from engine.tasks.base import model_bytes
 from engine.tasks.text_classification import auto_precision, inference

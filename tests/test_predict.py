@@ -12,8 +12,8 @@ import pytest
 from conftest import ROOT
 from engine.config import ConfigError
 from engine.data import BUNDLED
-from engine.predict import ModelCache, Predictor, PredictError, main
-from engine.predict_files import predict_file
+from engine.serving.files import predict_file
+from engine.serving.predictor import ModelCache, PredictError, Predictor, main
 
 LABELS = {"business", "entertainment", "politics", "sports", "tech"}
 

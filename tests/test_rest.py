@@ -1,4 +1,4 @@
-"""The REST endpoint (engine/rest.py) on the launched app, like a deployed Space: huggingface_hub's own
+"""The REST endpoint (engine/serving/rest.py) on the launched app, like a deployed Space: huggingface_hub's own
 InferenceClient gets the Predictor's labels, TEI's /predict, /info and /health answer, multi-label and regression
 runs answer in the same format, every bad request is a 4xx JSON error with a message (the app serving on), a token
 is required when one is set, and concurrent requests share Predictor calls."""
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from _app_fixtures import free_port, patient_url_ok
-from engine import batcher, serving
 from engine.data import BUNDLED
-from engine.predict import shared_predictor
+from engine.serving import batcher, endpoint as serving
+from engine.serving.predictor import shared_predictor
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 TOKEN = "hubtune-test-token-7f3a9"
@@ -239,7 +239,7 @@ def test_concurrent_requests_share_predictor_calls(http, url, runs, headlines):
 
 
 def test_a_busy_job_runner_does_not_block_prediction(http, runs, headlines):
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     with JobManager(runs)._lock():  # what poll() holds while it starts or reaps a training run
         assert http.post("/models/tiny", json={"inputs": headlines[2]}, timeout=60).status_code == 200

@@ -13,7 +13,7 @@ from PIL import Image
 
 from _run_view_fixtures import view_runs  # noqa: F401 - a fixture
 
-BLUE = (0x25, 0x63, 0xEB)  # engine.plots' first series colour
+BLUE = (0x25, 0x63, 0xEB)  # engine.hub.plots' first series colour
 
 
 def _png(fig) -> np.ndarray:
@@ -44,7 +44,7 @@ def _tick_labels(fig, axis: str) -> list[str]:
 
 
 def _info(runs, name):
-    from engine.jobs import JobManager
+    from engine.runs.jobs import JobManager
 
     return JobManager(runs).info(name)
 
@@ -85,7 +85,7 @@ def test_step_ticks_are_integers_and_axis_labels_short(tiny_run):
 
 
 def test_tick_format():
-    from engine.plots import _fmt
+    from engine.hub.plots import _fmt
 
     assert [_fmt(v, "plain", 0.005) for v in (1.605, 1.61)] == ["1.605", "1.610"]
     assert [_fmt(v, "percent", 0.25) for v in (0, 0.25)] == ["0%", "25%"]
@@ -113,7 +113,7 @@ def test_results_tables(view_runs):
 
 
 def test_one_class_warning_in_results_and_card(view_runs, tiny_run):
-    from engine.modelcard import build_model_card
+    from engine.hub.card import build_model_card
     from ui import run_view
 
     res = run_view.results(view_runs / "one-eval")
@@ -165,7 +165,7 @@ def test_confusion_matrix_10_classes(view_runs):
 def test_confusion_matrix_20_classes_is_legible(view_runs):
     """No offline data set has 20 real classes: the digits run's real 10x10 matrix is tiled into a 20x20 one with
     long class names (the drawing depends only on the matrix and the names)."""
-    from engine.plots import DPI, confusion_matrix_figure
+    from engine.hub.plots import DPI, confusion_matrix_figure
 
     val = json.loads((view_runs / "digits" / "metrics.json").read_text())["validation"]
     cm = val["confusion_matrix"]

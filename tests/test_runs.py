@@ -1,5 +1,6 @@
-"""engine.runs: one listing of runs for the app, the job runner, the benches and the shell, which skips whatever
-else a runs folder holds (the job runner's lock file, uploads/, hidden and stray entries)."""
+"""engine.rundir.list_runs and `python -m engine.runs`: one listing of runs for the app, the job runner, the benches
+and the shell, which skips whatever else a runs folder holds (the job runner's lock file, uploads/, hidden and stray
+entries)."""
 
 import json
 import shutil
@@ -12,7 +13,7 @@ from conftest import ROOT
 def _runs_folder(tmp_path, tiny_run):
     """A runs folder as the web app leaves it: a finished run, a failed one, a group holding a run, the job
     runner's lock file, stored uploads and stray entries."""
-    from engine.events import RunDir
+    from engine.rundir import RunDir
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -32,8 +33,8 @@ def _runs_folder(tmp_path, tiny_run):
 
 
 def test_list_runs_finds_runs_only(tmp_path, tiny_run):
-    from engine.jobs import JobManager
-    from engine.runs import list_runs
+    from engine.rundir import list_runs
+    from engine.runs.jobs import JobManager
     from ui.common import finished_runs
 
     runs = _runs_folder(tmp_path, tiny_run)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from _app_fixtures import free_port
 from conftest import ROOT
-from engine.events import RunDir
+from engine.rundir import RunDir
 
 BASE = {"dataset_name": "bundled:bbc_news", "max_train_samples": 64, "max_eval_samples": 21, "max_seq_length": 32,
         "per_device_train_batch_size": 8, "per_device_eval_batch_size": 32, "warmup_steps": 1,
@@ -182,7 +182,7 @@ def test_resume_across_a_change_of_world_size_sees_each_sample_once(tmp_path, be
 def test_deepspeed_zero2_without_deepspeed_is_refused_before_training(tmp_path):
     import importlib.util
 
-    from engine.launch import accelerate_configs
+    from engine.training.launch import accelerate_configs
 
     why = accelerate_configs(gpus=0)["deepspeed_zero2.yaml"]
     if importlib.util.find_spec("deepspeed") is not None:  # installed: then only the GPUs are missing here
@@ -213,8 +213,8 @@ def test_the_job_runner_starts_fsdp_on_a_machine_without_gpus(tmp_path):
     """What Start in the Fine-tuning tab does with fsdp.yaml where there is no GPU: the shown command, two
     processes, FSDP's sharded checkpoint, done."""
     from conftest import wait_final
-    from engine.jobs import JobManager
-    from engine.launch import accelerate_configs, gpu_count
+    from engine.runs.jobs import JobManager
+    from engine.training.launch import accelerate_configs, gpu_count
 
     if gpu_count():  # on a GPU machine fsdp.yaml is the GPUs' config (bench/gpu_check.sh's business)
         assert accelerate_configs()["fsdp.yaml"].startswith(("ok: ", "needs 2+ GPUs"))

@@ -51,7 +51,7 @@ def _wait(predicate, timeout, what, proc=None, log=None):
 
 
 def _status(run):
-    from engine.events import RunDir
+    from engine.rundir import RunDir
 
     return RunDir(run).read_status()
 
@@ -63,8 +63,8 @@ def _study(search):
 
 
 def test_search_prunes_survives_a_kill_resumes_and_best_yaml_trains(tmp_path):
-    from engine import processes
-    from engine.jobs import JobManager
+    from engine.runs import processes
+    from engine.runs.jobs import JobManager
 
     cfg, search, log = _config(tmp_path), tmp_path / "search", tmp_path / "search.log"
     with open(log, "ab") as out:
@@ -121,7 +121,7 @@ def test_search_prunes_survives_a_kill_resumes_and_best_yaml_trains(tmp_path):
     assert values["learning_rate"] == best.params["learning_rate"] and values["max_train_samples"] is None
     assert values["metric_for_best_model"] == "loss" and values["output_dir"].endswith("search/best")
 
-    from engine.train import main as train
+    from engine.training.run import main as train
 
     out = tmp_path / "best-run"
     assert train(["--config", str(best_yaml), "--max_train_samples", "80", "--max_steps", "3", "--output_dir",
@@ -129,7 +129,7 @@ def test_search_prunes_survives_a_kill_resumes_and_best_yaml_trains(tmp_path):
     assert (out / "model" / "config.json").is_file() and (out / "metrics.json").is_file()
 
     # runs listings see the trials two levels deep (Prediction tab, Hub push, engine.runs)
-    from engine.runs import list_runs
+    from engine.rundir import list_runs
 
     assert {r.path.name for r in list_runs(tmp_path, finished=True)} >= {f"trial-{best.number}"}
 
@@ -154,7 +154,7 @@ BAD = [
 
 @pytest.mark.parametrize("block,line", BAD, ids=[b[1].split(":")[0] + str(i) for i, b in enumerate(BAD)])
 def test_bad_search_input_is_one_line_before_any_trial(tmp_path, capsys, block, line):
-    from engine.search import main
+    from engine.search.study import main
 
     assert main(["--config", str(_config(tmp_path, block))]) == 2
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("hubtune: error:")]
@@ -163,7 +163,7 @@ def test_bad_search_input_is_one_line_before_any_trial(tmp_path, capsys, block, 
 
 
 def test_folder_and_resume_mistakes_are_one_line(tmp_path, capsys):
-    from engine.search import main
+    from engine.search.study import main
 
     cfg = _config(tmp_path)
     assert main(["--config", str(cfg), "--resume"]) == 2

@@ -50,9 +50,9 @@ def test_full_cycle_leaves_the_token_nowhere(hub, tmp_path, monkeypatch, caplog,
     from huggingface_hub import constants
 
     import app
-    from engine.events import RunDir
-    from engine.processes import alive, process_tree
-    from engine.predict import shared_predictor
+    from engine.rundir import RunDir
+    from engine.runs.processes import alive, process_tree
+    from engine.serving.predictor import shared_predictor
     from ui.train_tab import manager
 
     caplog.set_level(logging.DEBUG)
@@ -137,7 +137,7 @@ def test_full_cycle_leaves_the_token_nowhere(hub, tmp_path, monkeypatch, caplog,
 
 
 def test_repr_and_str_of_everything_holding_a_token_mask_it(monkeypatch):
-    from engine.hub import HubError, Token, _api, _explain, resolve_token
+    from engine.hub.client import HubError, Token, _api, _explain, resolve_token
 
     monkeypatch.setenv("HF_TOKEN", ALICE)
     tok = resolve_token()

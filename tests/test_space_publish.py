@@ -56,7 +56,7 @@ def test_requirements_give_the_sdk_version():
     assert gradio_version("torch==2.13.0\ngradio>=6.31,<7\n") == "6.31.0"
     assert gradio_version("gradio[oauth]==5.4.1\n") == "5.4.1"
     assert gradio_version("gradio_client>=1\ngradio~=6.2\n") == "6.2.0"
-    from engine.hub import HubError
+    from engine.hub.client import HubError
 
     with pytest.raises(HubError, match="no `gradio==X`"):
         gradio_version("gradio_client>=1\n")
@@ -82,7 +82,7 @@ def test_publish_uploads_exactly_the_app(hub, tmp_path):
     assert repo.sdk == "gradio" and len(repo.commits) == 2  # created as a Gradio Space, then one commit
     files = hub.files("space", "alice/hubtune-app")
     assert set(files) == _expected(root) | {".gitattributes"}
-    assert files["engine/hub.py"] == (root / "engine" / "hub.py").read_bytes()
+    assert files["engine/hub/push.py"] == (root / "engine" / "hub" / "push.py").read_bytes()
     meta = _header(files["README.md"].decode())
     assert all(meta.get(f) not in (None, "") for f in FIELDS)
     assert meta["sdk_version"] == gradio_version((root / "requirements.txt").read_text())
@@ -90,7 +90,7 @@ def test_publish_uploads_exactly_the_app(hub, tmp_path):
 
 
 def test_publish_refuses_without_app_or_with_a_bad_name(hub, tmp_path):
-    from engine.hub import HubError
+    from engine.hub.client import HubError
     from space.publish import publish
 
     root = _app_copy(tmp_path)

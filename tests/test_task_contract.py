@@ -26,8 +26,8 @@ def test_every_registered_task_has_a_contract_run():
 
 @pytest.mark.parametrize("tag", sorted(RUNS))
 def test_train_save_reload_predict(tag, tmp_path):
-    from engine.predict import Predictor
-    from engine.train import main
+    from engine.serving.predictor import Predictor
+    from engine.training.run import main
 
     out = tmp_path / "run"
     assert main([*RUNS[tag], *COMMON, "--output_dir", str(out)]) == 0

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from conftest import ROOT, train_args
-from engine.events import RunDir
-from engine.train import main
+from engine.rundir import RunDir
+from engine.training.run import main
 
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -150,8 +150,7 @@ def test_length_grouped_batches_cover_every_example_and_keep_ranks_of_a_step_ali
     similar lengths, so neither rank waits long at the all-reduce."""
     from statistics import mean
 
-    from engine.checkpoint import LengthGroupedBatchSampler
-    from engine.data import BUNDLED
+    from engine.data import BUNDLED, LengthGroupedBatchSampler
 
     lengths = [min(len(t.split()), 128) for t in BUNDLED["bundled:bbc_news_paragraphs"][0]()["text"][:2000]]
 

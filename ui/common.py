@@ -18,7 +18,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from engine.config import ConfigError
-from engine.events import RunDir, read_json
+from engine.rundir import RunDir, read_json
 
 log = logging.getLogger("hubtune")
 
@@ -48,7 +48,7 @@ class AppContext:
 
 def finished_runs(runs_dir: Path) -> list[tuple[str, str]]:
     """(label, path) of every finished run under `runs_dir` (two levels deep), newest first."""
-    from engine.runs import list_runs
+    from engine.rundir import list_runs
 
     return [(run_label(run, Path(runs_dir)), str(run.path)) for run in list_runs(runs_dir, finished=True)]
 
@@ -72,6 +72,14 @@ def run_label(run: RunDir, runs_dir: Path) -> str:
 _LAST_ERRORS: "OrderedDict[tuple[str, str], str]" = OrderedDict()
 _LAST_ERRORS_MAX = 1000
 _errors_lock = threading.Lock()
+
+
+def model_dir(model: str) -> Path | None:
+    """The local model folder of a run or model path, None for Hub ids (not downloaded until predicting)."""
+    path = Path(model or "").expanduser()
+    if (path / "model" / "config.json").exists():
+        return path / "model"
+    return path if (path / "config.json").exists() else None
 
 
 def _session() -> str | None:
@@ -125,7 +133,7 @@ def last_error(request: gr.Request | None, key: str) -> str | None:
 
 _QUOTED_PATH = re.compile(r"'(/[^']+)'")
 _BARE_PATH = re.compile(r"(?<![\w:/.~'])(/[\w.+@~-]+(?:/[\w.+@~-]+)+)")
-_UPLOAD_STAMP = re.compile(r"^\d{8}-\d{6}-")  # runs/uploads/<YYYYmmdd-HHMMSS>-<name> (engine.jobs.save_upload)
+_UPLOAD_STAMP = re.compile(r"^\d{8}-\d{6}-")  # runs/uploads/<YYYYmmdd-HHMMSS>-<name> (engine.runs.jobs.save_upload)
 _UPLOADED = re.compile(r"/?(?:[\w.~-]+/)*uploads/\d{8}-\d{6}-([\w.~-]+)")  # a stored upload, relative path too
 
 

@@ -1,5 +1,5 @@
 """The Prediction tab's Explain sections: which words (or pixels) pushed the model toward a label
-(engine/explain.py: Integrated Gradients through Captum).
+(engine/serving/explain.py: Integrated Gradients through Captum).
 
 API: /explain (text, model, revision, steps, label) -> (highlighted words, note): gr.HighlightedText's
 [{token, class_or_confidence}] (a word's attribution divided by the largest one, so in -1..1; gaps and text cut off
@@ -17,8 +17,9 @@ import os
 
 import gradio as gr
 
-from engine.explain import DEFAULT_STEPS, MAX_STEPS, cost_line, reading, summary
-from ui.common import show_errors, ui_errors
+from engine.serving.explain import DEFAULT_STEPS, MAX_STEPS, cost_line, reading, summary
+from ui.common import model_dir, show_errors, ui_errors
+from ui.image_reading import drawing, image_model
 
 LIMITS = {"concurrency_limit": int(os.environ.get("HUBTUNE_EXPLAIN_CONCURRENCY", "1")), "concurrency_id": "explain"}
 COLOURS = "red: toward the label, purple: against it"
@@ -26,8 +27,6 @@ COLOURS = "red: toward the label, purple: against it"
 
 def label_choices(model: str):
     """The label picker for a local model (its config.json's labels, no torch); a Hub id's labels may be typed."""
-    from ui.predict_images import model_dir
-
     path = model_dir(model)
     labels = []
     if path is not None:
@@ -40,7 +39,7 @@ def label_choices(model: str):
 
 
 def _explained(lm, value, steps, label):
-    from engine import explain
+    from engine.serving import explain
 
     return explain.explain(lm, value, (label or "").strip() or None, steps)
 
@@ -58,8 +57,8 @@ def _note(e) -> str:
 @ui_errors(toast=False)  # the section's note panel shows the line until the next Explain
 def explain_text(text: str, model: str, revision: str, steps: float = DEFAULT_STEPS, label: str | None = None):
     """Word attributions for one text (HighlightedText value) and what they mean."""
-    from engine.explain import check_text
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
+    from engine.tasks.base import check_text
 
     text = check_text(text)
     lm = shared_predictor().load(model, revision)
@@ -82,8 +81,6 @@ def _shown(image):
 @ui_errors(toast=False)  # the section's note panel shows the line until the next Explain
 def explain_image(image, model: str, revision: str, steps: float = DEFAULT_STEPS, label: str | None = None):
     """The saliency overlay for one uploaded image and what it means."""
-    from ui.predict_images import image_model
-
     if image is None:
         raise gr.Error("image: none given; upload an image (PNG, JPEG, ...) or pick an example", print_exception=False)
     e = _explained(image_model(model, revision), image, steps, label)
@@ -93,8 +90,6 @@ def explain_image(image, model: str, revision: str, steps: float = DEFAULT_STEPS
 @ui_errors(toast=False)  # the section's note panel shows the line until the next Explain
 def explain_sketch(sketch, model: str, revision: str, steps: float = DEFAULT_STEPS, label: str | None = None):
     """The saliency overlay for the digit drawn on the sketchpad (as the model reads it: 28x28, MNIST style)."""
-    from ui.predict_images import drawing, image_model
-
     e = _explained(image_model(model, revision), drawing(sketch), steps, label)
     return _shown(e.image), f"{COLOURS}. {_note(e)}"
 
@@ -102,8 +97,8 @@ def explain_sketch(sketch, model: str, revision: str, steps: float = DEFAULT_STE
 def estimate(value, model: str, revision: str, steps: float = DEFAULT_STEPS) -> str:
     """What explaining `value` will cost, said before the click: the passes, and the seconds measured on this model
     (a short explanation the first time). Never an error: without a model or input it says the passes only."""
-    from engine import explain
-    from engine.predict import shared_predictor
+    from engine.serving import explain
+    from engine.serving.predictor import shared_predictor
 
     try:
         steps = explain.check_steps(steps)

@@ -1,6 +1,6 @@
 """TrainConfig field <-> Gradio component, generated from the dataclass (no hand-written widget list).
 
-Each field's metadata (engine/config.py) gives its help text, its group and, for numbers, its range; its type
+Each field's metadata (engine/config/__init__.py) gives its help text, its group and, for numbers, its range; its type
 gives the widget: bool -> Checkbox, Literal -> Dropdown, bounded number -> Slider (small ranges) or Number,
 str/Optional -> Textbox, list[str] -> comma-separated Textbox. Values travel back through `form_values()` and
 `TrainConfig.from_dict()`, so the form gets exactly the trainer's parsing and `validate()` messages.

@@ -17,7 +17,7 @@ import gradio as gr
 import pandas as pd
 from gradio.components.label import LabelConfidence, LabelData
 
-from engine.events import RunDir, read_json
+from engine.rundir import RunDir, read_json
 
 SINGLE = "single_label_classification"
 
@@ -177,7 +177,7 @@ SCATTER_CACHE = "plots/predictions_scatter.png"
 def figure_png(run_dir: Path, v: HeadView | None = None) -> str | None:
     """The picture of a finished run's validation predictions (confusion matrix, or predicted vs true for
     regression), drawn once and cached in the run directory."""
-    from engine import plots
+    from engine.hub import plots
 
     v = v or view(run_problem_type(run_dir))
     if not v.figure:  # multi-label: no one confusion matrix; the per-label table says it

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 
-from engine.hub import HubError
+from engine.hub.client import HubError
 from ui.common import ui_errors
 
 SIGN_IN = "Sign in with Hugging Face to push"
@@ -40,14 +40,14 @@ def _namespace(profile) -> str | None:
     """The account a push would land in: the signed-in visitor on a Space, else the local token's owner."""
     if on_space():
         return getattr(profile, "username", None)  # never the Space owner's HF_TOKEN
-    from engine.hub import account_name
+    from engine.hub.client import account_name
 
     return account_name()
 
 
 def push(run_dir: Path, repo_id: str, private: bool, oauth_token: gr.OAuthToken | None) -> str:
     """Push `run_dir` to `repo_id`; returns the result Markdown with the repo URL. Raises gr.Error in one line."""
-    from engine.hub import push_run
+    from engine.hub.push import push_run
 
     if on_space():
         if oauth_token is None or not getattr(oauth_token, "token", None):

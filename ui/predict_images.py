@@ -19,7 +19,8 @@ from pathlib import Path
 import gradio as gr
 
 from ui import explain_view
-from ui.common import ui_errors
+from ui.common import model_dir, ui_errors
+from ui.image_reading import drawing, image_model
 from ui.examples import IMAGE_LIMIT, RunExamples
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "digits"
@@ -44,14 +45,6 @@ SELECT_BRUSH_JS = """() => {
 }"""
 
 
-def model_dir(model: str) -> Path | None:
-    """The local model folder of a run or model path, None for Hub ids (not downloaded until predicting)."""
-    path = Path(model or "").expanduser()
-    if (path / "model" / "config.json").exists():
-        return path / "model"
-    return path if (path / "config.json").exists() else None
-
-
 def is_digit_model(model: str) -> bool:
     """True for a local model that reads handwritten digits: ten digit labels, or a 1-channel 28x28/8x8 input."""
     path = model_dir(model)
@@ -69,20 +62,9 @@ def is_digit_model(model: str) -> bool:
     return config.get("num_channels") == 1 and size in DIGIT_SIZES
 
 
-def image_model(model: str, revision: str):
-    """The shared Predictor's loaded image model; text models and user-code models are refused clearly."""
-    from engine.predict import shared_predictor
-
-    lm = shared_predictor().load(model, revision, allow_user_code=False)
-    if lm.kind.input_kind != "image":
-        raise gr.Error(f"model: '{model}' is a {lm.task} model, it reads text, not images; pick an image model "
-                       "or type text in the Text box", print_exception=False)
-    return lm
-
-
 def _web_predict(image, model: str, revision: str) -> tuple[dict, str]:
     """Predict one image with the shared Predictor; text models and user-code models are refused clearly."""
-    from engine.predict import shared_predictor
+    from engine.serving.predictor import shared_predictor
 
     lm = image_model(model, revision)
     probs = shared_predictor().predict_image(model, image, revision, allow_user_code=False)
@@ -97,18 +79,6 @@ def predict_image(image, model: str, revision: str):
         raise gr.Error("image: none given; upload an image (PNG, JPEG, ...) or pick an example",
                        print_exception=False)
     return _web_predict(image, model, revision)  # the engine opens the file; a broken one is one clear line
-
-
-def drawing(sketch):
-    """The sketchpad's drawing as the digit image a model reads (dark stroke on white -> MNIST style)."""
-    import numpy as np
-
-    composite = (sketch or {}).get("composite") if isinstance(sketch, dict) else sketch
-    if composite is None or np.asarray(composite).size == 0 or np.asarray(composite).min() > 200:
-        raise gr.Error("sketch: nothing drawn; draw a digit on the sketchpad first", print_exception=False)
-    from engine.tasks.image_classification.inputs import to_model_input
-
-    return to_model_input(np.asarray(composite))
 
 
 @ui_errors

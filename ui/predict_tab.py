@@ -1,7 +1,7 @@
 """Prediction tab: pick a model (a finished run or a Hub id at a revision), classify text, a file, or compare two.
 
 API (gradio_client, like any Space): /predict (text, model, revision[, precision]) -> (label, note); precision:
-auto (default), fp32, int8, bf16 where native (engine/predict.py); the label is gr.Label's
+auto (default), fp32, int8, bf16 where native (engine/serving/predictor.py); the label is gr.Label's
 {label, confidences}: the top class (single-label), every label over its threshold as "a, b" with all scores
 (multi-label), or "0.41  (training range -4 to 4)" without scores (regression; ui/heads_view.prediction);
 /predict_file (file, model, revision, text_column[, precision]) -> (predictions file, preview, note);
@@ -24,24 +24,25 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.events import read_json
+from engine import tasks
 from engine.metrics import one_class_warning
-from engine import batcher, tasks
-from engine.predict import check_text, shared_predictor
+from engine.rundir import read_json
+from engine.serving import batcher
+from engine.serving.predictor import check_text, shared_predictor
 from engine.tasks.text_classification.auto_precision import describe as describe_precision
 from ui import examples, explain_view, heads_view, predict_images
-from ui.common import AppContext, finished_runs, progress_adapter, ui_errors
+from ui.common import AppContext, finished_runs, model_dir, progress_adapter, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
 # the input kind of the picked model's task (engine.tasks) decides which input group is shown
 INPUT_KINDS = ("text", "image")
 # several users may predict at once (the engine's model cache and tokenizer locks make that safe), and their texts
-# share forward passes (engine/batcher.py): the more events run at once, the larger the batches they gather into
+# share forward passes (engine/serving/batcher.py): the more events run at once, the larger the batches they gather into
 CONCURRENCY = int(os.environ.get("HUBTUNE_PREDICT_CONCURRENCY", "16"))
 # the preview pins predicted_label and score first and shows PREVIEW_SHOWN characters of a cell (a click shows
 # more), so one long text cannot push the other columns out of view; cells reach the page cut to PREVIEW_CHARS
 PREVIEW_FIRST = ("predicted_label", "score")
-# what the other heads write (engine/predict_files.py): multi-label predicted_labels and score_<label> columns,
+# what the other heads write (engine/serving/files.py): multi-label predicted_labels and score_<label> columns,
 # regression prediction
 PREVIEW_HEAD_FIRST = ("predicted_labels", "prediction")
 PREVIEW_SHOWN = 60
@@ -218,7 +219,7 @@ def model_info(model: str, revision: str):
 @ui_errors
 def model_examples(model: str):
     """Examples from the picked run's validation data: (text Dataset, text hint, image Dataset, image hint)."""
-    path, kind = predict_images.model_dir(model), None
+    path, kind = model_dir(model), None
     if path is not None:
         try:
             kind = tasks.for_model(path).input_kind

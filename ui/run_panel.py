@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.config import ConfigError
-from engine.jobs import JobError, JobManager
+from engine.runs.jobs import JobError, JobManager
 from ui import hub_panel, run_view
 from ui.common import message, show_errors, ui_errors
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.events import RunDir, read_json
+from engine.rundir import RunDir, read_json
 from ui import heads_view
 from ui.common import hide_server_paths
 
@@ -120,7 +120,7 @@ def failure_html(info: dict | None) -> str | None:
 
 
 def curve_series(run_dir: Path, v: heads_view.HeadView | None = None) -> dict[str, list[dict]]:
-    """Per chart, its series {label, x (steps), y, points} from events.jsonl (see engine.plots.curve_figure); the
+    """Per chart, its series {label, x (steps), y, points} from events.jsonl (see engine.hub.plots.curve_figure); the
     metric chart draws the run's head's eval_* headline metrics."""
     v = v or heads_view.view(heads_view.run_problem_type(run_dir))
     events = RunDir(run_dir).read_events()
@@ -145,7 +145,7 @@ CHARTS = {"loss": ("loss", None, "plain"), "metrics": (None, None, None), "lr": 
 def curves(run_dir: Path | None) -> dict:
     """matplotlib Figures for the loss, validation-metric, learning-rate and throughput charts (for gr.Plot);
     with no run directory, the same charts saying "no data yet"."""
-    from engine.plots import curve_figure
+    from engine.hub.plots import curve_figure
 
     v = heads_view.view(heads_view.run_problem_type(run_dir))
     data = curve_series(run_dir, v) if run_dir is not None else {name: [] for name in CHARTS}

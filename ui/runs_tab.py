@@ -2,10 +2,10 @@
 as CSV; two or more runs compared (curves on shared axes by step or epoch, the config.yaml keys that differ, their
 per-class, per-label or regression metrics side by side); a finished run deleted after a confirmation.
 
-The rows come from engine/leaderboard.py, the comparison from engine/compare.py, what differs between heads from
-ui/heads_view.py, deletion from the job runner (engine/jobs.py: it refuses queued and running runs). API:
-/runs_table (filter, states, tasks, sort, descending) -> (table, csv file, ...); /runs_compare (runs, x axis) ->
-(loss plot, metric plot, caption, config diff, side-by-side metrics); /runs_delete_ask (run), /runs_delete (run).
+The rows come from engine/runs/leaderboard.py, the comparison from engine/runs/compare.py, what differs between heads
+from ui/heads_view.py, deletion from the job runner (engine/runs/jobs.py: it refuses queued and running runs). API:
+/runs_table (filter, states, tasks, sort, descending) -> (table, csv file, ...); /runs_compare (runs, x axis) -> (loss
+plot, metric plot, caption, config diff, side-by-side metrics); /runs_delete_ask (run), /runs_delete (run).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from engine import compare, leaderboard
-from engine.events import read_json
-from engine.jobs import JobError
+from engine.rundir import read_json
+from engine.runs import compare, leaderboard
+from engine.runs.jobs import JobError
 from engine.tasks import REGISTRY
 from ui import heads_view
 from ui.common import AppContext, SessionValue, hide_server_paths, message, show_errors, ui_errors

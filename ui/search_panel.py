@@ -4,7 +4,7 @@ The left column's data and hyperparameters are every trial's base config; this p
 (YAML: `{low, high, log}` ranges or `[choices]`), n_trials, the metric, sampler and pruner. Check and Start both
 call `engine.search.prepare` (the block, the base config, data and model, the metric against the data's head), so
 they refuse the same input with the same lines. Start writes <search>/search.yaml and runs the command it shows
-as a background process (engine/search_jobs.py); the view only reads the search folder's files (trials.json,
+as a background process (engine/search/jobs.py); the view only reads the search folder's files (trials.json,
 search.json, the plots), so closing the page never stops a search and any page reattaches. No torch here.
 """
 
@@ -18,9 +18,9 @@ import gradio as gr
 import pandas as pd
 
 from engine.config import ConfigError
-from engine.jobs import JobError, JobManager, data_label, rel_path, slug
-from engine.search_config import PRUNERS, SAMPLERS
-from engine.search_report import PLOTS
+from engine.runs.jobs import JobError, JobManager, data_label, rel_path, slug
+from engine.search.config import PRUNERS, SAMPLERS
+from engine.search.report import PLOTS
 from ui.common import hide_server_paths, message, show_errors, ui_errors
 
 MODES = ("One run", "Hyperparameter search")
@@ -70,7 +70,7 @@ def build_settings(c: dict) -> None:
 
 def build_view(c: dict, mgr: JobManager) -> None:
     """The live view of a search (right column): trials table, best so far, Optuna's plots, Cancel / Resume."""
-    from engine.search_jobs import list_searches
+    from engine.search.jobs import list_searches
 
     with gr.Column(visible=False, elem_id="search-view") as c["search_view"]:
         gr.Markdown("### 3 · Searches")
@@ -146,7 +146,7 @@ def _summary(plan) -> str:
 def wire(c: dict, mgr: JobManager, inputs: list, base_config) -> None:
     """Mode switch, Check / Start, the view's refresh, Cancel / Resume. `inputs` are the accelerate config and the
     widgets `base_config(*values)` turns into the trials' base TrainConfig (the tab's own derivation)."""
-    from engine.search import prepare
+    from engine.search.study import prepare
 
     fields = [c["search_name"], c["search_params"], c["search_trials"], c["search_metric"], c["search_sampler"],
               c["search_pruner"], c["search_startup"]]
@@ -166,7 +166,7 @@ def wire(c: dict, mgr: JobManager, inputs: list, base_config) -> None:
 
     @ui_errors(toast=False)
     def check(*args, progress=gr.Progress()):
-        from engine.search_jobs import shown_command
+        from engine.search.jobs import shown_command
 
         progress(0.1, desc="checking the search, the data and the model")
         try:
@@ -179,8 +179,8 @@ def wire(c: dict, mgr: JobManager, inputs: list, base_config) -> None:
     def start(*args):
         import yaml
 
-        from engine.events import atomic_write_text
-        from engine.search_jobs import list_searches, start as start_search
+        from engine.rundir import atomic_write_text
+        from engine.search.jobs import list_searches, start as start_search
 
         try:
             p = plan(*args)
@@ -208,7 +208,7 @@ def wire(c: dict, mgr: JobManager, inputs: list, base_config) -> None:
 
 
 def _wire_view(c: dict, mgr: JobManager) -> None:
-    from engine import search_jobs
+    from engine.search import jobs as search_jobs
 
     view = [c["search_pick"], c["search_status"], c["search_best"], c["search_table"], c["search_history"],
             c["search_importance"], c["search_cancel"], c["search_resume"], c["search_drawn"]]
@@ -258,7 +258,7 @@ def _wire_view(c: dict, mgr: JobManager) -> None:
 
 def _view(search_dir: Path | None, drawn: dict) -> tuple:
     """(status, best, table, history, importances, cancel, resume, drawn) of one search folder."""
-    from engine import search_jobs
+    from engine.search import jobs as search_jobs
 
     if search_dir is None:
         return ("<div id='search-state'>No search yet.</div>", "", None, None, None,

@@ -1,13 +1,13 @@
 """The Fine-tuning tab: pick model and data, check, start, watch, cancel/resume, read the results.
 
-Training runs as a subprocess (engine.jobs) started with exactly the command shown; the tab only reads the run
+Training runs as a subprocess (engine.runs.jobs) started with exactly the command shown; the tab only reads the run
 directory, refreshed by a gr.Timer, so closing the browser never stops training and any page reattaches.
 
-One source of truth: every widget of the left column is an input of `_plan()`, which turns them into the
-TrainConfig and run name a Start would use. The live command / config.yaml preview, Check and Start all call it,
-and Check and Start then run the same engine checks (`engine.preflight.check_run`), so Start refuses exactly what
-Check refuses, with the same lines. The uploaded file is state of its own, reset when the upload is cleared or
-refused. Results of actions go to one message panel that keeps them until the next action.
+One source of truth: every widget of the left column is an input of `_plan()`, which turns them into the TrainConfig and
+run name a Start would use. The live command / config.yaml preview, Check and Start all call it, and Check and Start
+then run the same engine checks (`engine.training.preflight.check_run`), so Start refuses exactly what Check refuses,
+with the same lines. The uploaded file is state of its own, reset when the upload is cleared or refused. Results of
+actions go to one message panel that keeps them until the next action.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.config import DEFAULT_MODEL, ConfigError
 from engine import tasks
+from engine.config import DEFAULT_MODEL, ConfigError
 from engine.data import BUNDLED, DATA_EXTENSIONS
+from engine.runs.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place
 from engine.tasks.image_classification.data import ARCHIVES
-from engine.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place
 from ui import base_models, forms, run_panel, search_panel
-from ui.train_upload import DEFAULT_COLUMNS, wire_upload
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
+from ui.train_upload import DEFAULT_COLUMNS, wire_upload
 
 TAB_ID = "train"
 # fields with their own widgets above the generated form, or managed by the job runner
@@ -173,9 +173,9 @@ def _plan(mgr: JobManager, uploaded, run_name, *args):
 
 def _checked(mgr: JobManager, uploaded, run_name, *args):
     """What Check and Start both run before doing anything: the plan, the config's validation and the engine's
-    data and model checks. Returns (cfg, name, engine.preflight.Checked)."""
+    data and model checks. Returns (cfg, name, engine.training.preflight.Checked)."""
     from engine.modeling import check_before_launch
-    from engine.preflight import check_run
+    from engine.training.preflight import check_run
 
     cfg, name = _plan(mgr, uploaded, run_name, *args)
     cfg.validate(check_paths=True)
@@ -272,7 +272,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
     def check(run_name, accel, *args, progress=gr.Progress()):
         import pandas as pd
 
-        from engine.preflight import preflight, report_markdown
+        from engine.training.preflight import preflight, report_markdown
 
         try:
             cfg, name, checked = _checked(mgr, uploads.get(), run_name, *args)
@@ -335,7 +335,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
 
 
 def _minutes(seconds: float) -> str:
-    from engine.preflight import _duration
+    from engine.training.preflight import _duration
 
     return _duration(seconds)
 

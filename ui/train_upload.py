@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine import tasks
-from engine.jobs import JobManager, save_upload
+from engine.runs.jobs import JobManager, save_upload
 from ui.common import SessionValue, message, show_errors, ui_errors
 
 TEXT_NAMES = ("text", "sentence", "review", "content", "document", "article", "body")

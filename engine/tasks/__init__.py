@@ -7,8 +7,10 @@
 A task (engine/tasks/base.py) owns everything that differs between kinds of input: detecting itself, loading and
 standardizing its data, building or loading the model, the collator, its pre-flight section, prediction inputs and
 the model card's tag and usage snippet. What differs between kinds of output (single-label, multi-label,
-regression: softmax / sigmoid / identity, loss, metrics, predictions) is the task's head (engine/tasks/heads.py).
+regression: softmax / sigmoid / identity, loss, metrics, predictions) is the task's head (engine/tasks/heads/).
 Task modules are imported on first use, so importing this package (and the web app) stays free of torch.
+Tasks may import the core (engine/*.py, config/, hub/client.py) and each other's shared parts (base.py, heads/);
+never serving/, hub/, training/, runs/, search/ or ui/, which call into them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every task provides, and the bundles that travel between the task and the loop or the Predictor.
 
-A task is one object (`TASK` in its module) with the methods below; engine/train.py, engine/predict.py,
-engine/preflight.py, engine/modelcard.py and the web app call them and hold no task-type branches of their own.
+A task is one object (`TASK` in its module) with the methods below; engine/training/run.py, engine/serving/predictor.py,
+engine/training/preflight.py, engine/hub/card.py and the web app call them and hold no task-type branches of their own.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import DataError, ModelError
+from engine.errors import DataError, ModelError, PredictError
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Training:
 
 @dataclass
 class Prepared:
-    """A run's model source and data, checked and ready, before anything is written (engine/train.py's set-up).
+    """A run's model source and data, checked and ready, before anything is written (engine/training/run.py's set-up).
 
     source: the resolved model folder, or the name of a model built from scratch (mlp, vit-tiny, pkg.mod:Class).
     processor: the tokenizer (text) or image processor (images) the model reads through.
@@ -46,6 +46,44 @@ class Prepared:
     processor: object
     splits: object
     parts: dict
+
+
+@dataclass
+class Explanation:
+    """One explained prediction, as each task's explain module makes it (engine/serving/explain.py runs them).
+
+    pieces: the whole input text in order, as (text, score): a word with its attribution, the gaps between words
+        and any part cut off by truncation with None (what gr.HighlightedText shows). Empty for images.
+    output / baseline_output: the explained number (the head's, e.g. a log-odds) at the input and the baseline;
+        `total` (the attributions' sum) approximates their difference, `delta` is the rest.
+    image: image models only: the saliency overlay (H x W x 3 uint8, the input image's size).
+    """
+
+    label: str
+    meaning: str
+    steps: int
+    delta: float
+    seconds: float
+    output: float
+    baseline_output: float
+    total: float
+    pieces: list = field(default_factory=list)
+    tokens: int = 0
+    truncated: bool = False
+    image: object = field(default=None, repr=False)
+
+    @property
+    def words(self) -> list[tuple[str, float]]:
+        """(word, attribution) for every word explained, in text order."""
+        return [(w, s) for w, s in self.pieces if s is not None]
+
+
+def check_text(text) -> str:
+    """The text to explain, or a PredictError when there is none."""
+    if not isinstance(text, str) or not text.strip():
+        raise PredictError("text: empty; type or paste some text to explain")
+    return text
+
 
 
 @dataclass
@@ -68,12 +106,13 @@ class LoadedModel:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     user_code: str | None = None  # the pkg.mod:Class an image model was rebuilt from (refused unless allowed)
     head: object = None  # engine.tasks.heads: what the outputs mean (from the model config's problem_type)
-    # precision 'int8': a quantized copy made on first use (engine/quantization.py; its bytes join `nbytes`, which
-    # the Predictor's cache is bounded by) and what 'auto' resolved to for this model (auto_precision.py)
+    # precision 'int8': a quantized copy made on first use (engine/tasks/text_classification/quantization.py; its bytes
+    # join `nbytes`, which the Predictor's cache is bounded by) and what 'auto' resolved to for this model
+    # (auto_precision.py)
     int8: object = field(default=None, repr=False)
     auto: str | None = None
     prep_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)  # makes both once
-    backend: str = "torch"  # or "onnx:<file>": an onnxruntime session in `model` (engine/onnx_backend.py)
+    backend: str = "torch"  # or "onnx:<file>": an onnxruntime session in `model` (engine/serving/onnx_backend.py)
 
     @property
     def kind(self):
@@ -152,7 +191,7 @@ class Task:
     def refuse(problem: str) -> None:
         raise DataError(problem)
 
-    # --- ONNX export (engine/export.py) and its model card snippet: the task package's `export` module ---------
+    # --- ONNX export (engine/serving/export.py) and its model card snippet: the task package's `export` module ---
     def _export(self):
         import importlib
 
@@ -174,9 +213,9 @@ class Task:
         """The model card's snippet running onnx/model.onnx (or model_quantized.onnx) with onnxruntime."""
         return self._export().usage(usage_id, head, quantized)
 
-    # --- explanations (engine/explain.py) ---------------------------------------------------------------------
+    # --- explanations (engine/serving/explain.py) ---------------------------------------------------------------------
     def explain(self, lm, value, label: str | None, steps: int):
-        """An engine.explain.Explanation of `lm`'s prediction for `value` toward `label` (None: the predicted
+        """An Explanation (above) of `lm`'s prediction for `value` toward `label` (None: the predicted
         one): Integrated Gradients with `steps` steps, as this task's inputs allow (its `explain` module)."""
         raise ModelError(f"explain: {self.tag} models have no explanations; explain a text or image classifier")
 

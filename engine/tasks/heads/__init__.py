@@ -7,7 +7,8 @@ saved with the model, so a saved model comes back with its head (and `transforme
     regression                    a number per example: identity, MSE, R² / RMSE / MAE / Pearson / Spearman
 
 A head is an object per run (it carries class weights, thresholds or the label range); none imports torch at
-import time.
+import time. Heads sit with the core (config's checks name every head's metrics): they import only
+engine.errors and engine.metrics.
 """
 
 from __future__ import annotations

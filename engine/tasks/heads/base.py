@@ -77,7 +77,7 @@ class Head:
     def data_warnings(self, report: dict, cfg) -> list[str]:
         return []
 
-    # --- explanations (engine/explain.py): what "toward a label" means for this head ------------------------------
+    # --- explanations (engine/serving/explain.py): what "toward a label" means for this head -----------------------
     def explain_index(self, names: list[str], label: str | None, row) -> int:
         """The output an explanation attributes: `label`'s, else the predicted one (the highest score of `row`)."""
         if label is None or not str(label).strip():

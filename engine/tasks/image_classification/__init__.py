@@ -17,8 +17,7 @@ from pathlib import Path
 
 from engine.errors import DataError
 from engine.tasks.base import Prepared, Task, Training
-from engine.tasks.image_classification import data as image_data
-from engine.tasks.image_classification import models
+from engine.tasks.image_classification import data as image_data, models
 
 
 class ImageClassification(Task):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from engine.explain import Explanation
+from engine.tasks.base import Explanation
 
 ROWS_PER_BATCH = 64  # interpolation steps through the model at a time (bounds memory for larger images)
 POSITIVE, NEGATIVE = (239, 68, 60), (128, 90, 213)  # gr.HighlightedText's red and purple for scores

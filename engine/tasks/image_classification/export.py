@@ -1,5 +1,5 @@
-"""ONNX export of an image classifier (engine/export.py): the real images an export is verified on, the one input
-(pixel_values, batch axis dynamic; channels and side fixed by the model), and the card's onnxruntime snippet.
+"""ONNX export of an image classifier (engine/serving/export.py): the real images an export is verified on, the one
+input (pixel_values, batch axis dynamic; channels and side fixed by the model), and the card's onnxruntime snippet.
 
 Every image model hubtune serves exports the same way: transformers ones (ViT, ...), the built-in `mlp` and users'
 `pkg.mod:Class` modules (their own autograd ops included: the exporter traces their forward). A module whose forward

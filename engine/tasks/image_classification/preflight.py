@@ -1,4 +1,4 @@
-"""The image task's part of the pre-flight report (engine/preflight.py): image sizes and modes, what the model
+"""The image task's part of the pre-flight report (engine/training/preflight.py): image sizes and modes, what the model
 reads, and real batches through the trainer's own model, views and collator for timing."""
 
 from __future__ import annotations

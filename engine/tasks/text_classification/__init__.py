@@ -35,7 +35,7 @@ class TextClassification(Task):
         return Path(path).suffix.lower() in DATA_EXTENSIONS
 
     def describe_file(self, path) -> dict:
-        from engine.preflight import columns
+        from engine.data import columns
 
         kinds = columns(str(path))
         note = f"Uploaded `{Path(path).name}` with columns: {', '.join(kinds)}"

@@ -6,7 +6,7 @@ on at least AGREEMENT of the model's own validation texts, measured once per mod
                              "measured": {"fp32": {"texts_per_s": 41.0, "agreement": 1.0},
                                           "int8": {"texts_per_s": 66.2, "agreement": 0.998}}}
 
-Candidates are what this machine runs natively: int8 on a CPU (engine/quantization.py), bf16 where native; each
+Candidates are what this machine runs natively: int8 on a CPU (quantization.py), bf16 where native; each
 with its fp32 guard (inference.py), timed on the same texts as fp32 after a warm-up. The fastest at AGREEMENT or
 above wins; fp32 when none is. The texts are the run's eval_predictions.jsonl (its validation split, written at the
 end of training), SAMPLE of them spread over the file. Where there is no such split (a Hub id, a bare model folder,
@@ -26,7 +26,7 @@ import logging
 import time
 from pathlib import Path
 
-from engine.events import RunDir, atomic_write_json, read_json
+from engine.rundir import RunDir, atomic_write_json, read_json
 
 log = logging.getLogger("hubtune")
 
@@ -72,10 +72,10 @@ def _guards() -> dict:
 
 def candidates(lm) -> list[str]:
     """The faster precisions this machine runs for `lm`: bf16 where native, int8 on a CPU with an int8 engine."""
-    from engine import quantization
+    from engine.tasks.text_classification.quantization import available
 
     out = ["bf16"] if lm.bf16 else []
-    if lm.device.startswith("cpu") and quantization.available():
+    if lm.device.startswith("cpu") and available():
         out.append("int8")
     return out
 

@@ -14,7 +14,7 @@ import re
 import time
 
 from engine.errors import ModelError
-from engine.explain import Explanation, check_text
+from engine.tasks.base import Explanation, check_text
 from engine.tasks.text_classification.inference import MAX_CHARS_PER_TOKEN, tokens_used
 
 TOKENS_PER_BATCH = 4096  # interpolation steps go through the model this many tokens at a time (bounds memory)

@@ -1,5 +1,5 @@
-"""ONNX export of a text classifier (engine/export.py): the real texts an export is verified on, the named inputs
-the model reads (input_ids, attention_mask[, token_type_ids], batch and sequence axes dynamic), and the model
+"""ONNX export of a text classifier (engine/serving/export.py): the real texts an export is verified on, the named
+inputs the model reads (input_ids, attention_mask[, token_type_ids], batch and sequence axes dynamic), and the model
 card's onnxruntime snippet for each head."""
 
 from __future__ import annotations

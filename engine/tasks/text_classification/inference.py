@@ -1,7 +1,7 @@
 """Text prediction: texts tokenized without padding, sorted by length and cut into token-budget batches, so each
 batch is padded only to its own longest text; forward passes under `torch.inference_mode()` in one of the
 precisions: fp32 (the exact reference), bf16 autocast where the hardware has native bf16, or dynamic int8 Linear
-layers on the CPU (engine/quantization.py). bf16 under 'auto' and int8 always re-run their close calls in fp32: the
+layers on the CPU (quantization.py). bf16 under 'auto' and int8 always re-run their close calls in fp32: the
 rows whose prediction lies within a guard band of flipping (the head says which rows are close). What 'auto' picks
 for a model is engine/tasks/text_classification/auto_precision.py's.
 """
@@ -158,12 +158,12 @@ def int8_model(lm: LoadedModel):
     if lm.int8 is None:
         with lm.prep_lock:
             if lm.int8 is None:
-                from engine import quantization
+                from engine.tasks.text_classification.quantization import available, int8_copy
 
-                if not quantization.available():
+                if not available():
                     raise PredictError("precision: int8 needs a CPU quantization engine, which this torch build "
                                        "lacks; use auto or fp32")
-                model, extra = quantization.int8_copy(lm.model)
+                model, extra = int8_copy(lm.model)
                 lm.nbytes += extra
                 lm.int8 = model
     return lm.int8

@@ -18,7 +18,7 @@ ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")  
 
 def load_for_training(path: Path, label_names: list[str], attention_dropout: float | None = None, head=None):
     """A sequence-classification model with a head sized to `label_names` (re-headed when it differs) and the
-    problem type of `head` (engine/tasks/heads.py; single-label when not given).
+    problem type of `head` (engine/tasks/heads/; single-label when not given).
 
     `attention_dropout` (None: the model's own) is set on the attention layers only; the config keeps the base
     model's value, so the saved model is the base's architecture with new weights.

@@ -1,4 +1,4 @@
-"""The text task's part of the pre-flight report (engine/preflight.py): token lengths, truncation, the padding
+"""The text task's part of the pre-flight report (engine/training/preflight.py): token lengths, truncation, the padding
 the chosen batching implies, and real batches for timing a few training steps."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ def section(cfg, prepared) -> dict:
     """First rows, token-length percentiles, the truncated share and the padding of grouped vs random batches."""
     import numpy as np
 
-    from engine.checkpoint import LengthGroupedBatchSampler
+    from engine.data import LengthGroupedBatchSampler
 
     splits, tokenizer = prepared.splits, prepared.processor
     names = splits.label_names
@@ -55,7 +55,7 @@ def timing(cfg, prepared, lengths: list[int]):
     import torch
     from transformers import DataCollatorWithPadding
 
-    from engine.checkpoint import LengthGroupedBatchSampler
+    from engine.data import LengthGroupedBatchSampler
     from engine.tasks.text_classification.models import load_for_training
 
     splits, tokenizer = prepared.splits, prepared.processor

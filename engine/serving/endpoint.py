@@ -1,0 +1,276 @@
+"""What the REST endpoint serves and speaks, apart from HTTP (engine/serving/rest.py carries it): its settings, which
+models it may load, the two request formats it reads and the answers it writes, and its errors (status code + one line).
+
+Formats:
+- the Hugging Face Inference API's text-classification task (`POST /models/{model}`): `{"inputs": str | [str],
+  "parameters": {"top_k": int, "function_to_apply": "softmax" | "sigmoid" | "none"}}` -> one list per text of
+  `{"label", "score"}`, best first (every label unless top_k), so `[[...]]` for a single string, as
+  `huggingface_hub.InferenceClient(base_url=".../models/NAME").text_classification(...)` expects.
+- text-embeddings-inference's `POST /predict`: `{"inputs": str | [str], "raw_scores": bool}` -> `[{"label",
+  "score"}]` for a string, one such list per text for a list. Each text is one sequence (no text pairs).
+What a score is comes from the model's head, as transformers' pipeline decides it: single-label classifiers give a
+softmax over the labels, multi-label ones a sigmoid per label (every label, highest first; the ones over their
+tuned thresholds are not marked: `GET /info` has the thresholds), regression models one `{"label": <output name>,
+"score": <the predicted number>}`. `function_to_apply` (or TEI's `raw_scores`: "none") applies another function
+to the logits instead. Texts are truncated as in prediction (the run's max_seq_length), never refused for length.
+
+Models: `{model}` is a finished run's name in the app's runs folder (`bbc` for runs/bbc, `group/x` two levels deep),
+else a Hub id that is listed in HUBTUNE_API_MODELS (comma-separated; `*`: any) or already in the local Hub cache:
+a request never makes the server download a model nobody chose. A run's name wins over a Hub id spelled alike.
+`/predict` and `/info` serve HUBTUNE_API_DEFAULT_MODEL (a run name or such a Hub id), else the newest finished run.
+
+Settings (environment, read at start-up): HUBTUNE_API_TOKEN (bearer token; required on a Space: without it the
+endpoint answers 401 there), HUBTUNE_API_MAX_INPUTS (texts per request, 256), HUBTUNE_API_MAX_BODY_MB (1).
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.rundir import RunDir, is_run, list_runs
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+# what the head's own scores already are (transformers' pipeline picks the function from problem_type alike)
+HEAD_FUNCTION = {"single_label_classification": "softmax", "multi_label_classification": "sigmoid",
+                 "regression": "none"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+RUN_DEPTH = 2  # as deep as the runs listing looks (runs/x, runs/group/x)
+
+
+class ApiError(Exception):
+    """A request the endpoint refuses: its HTTP status and one line saying why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class Settings:
+    token: str | None = None
+    on_space: bool = False
+    allowed: frozenset = frozenset()  # Hub ids the endpoint may load ("*": any)
+    default_model: str | None = None
+    max_inputs: int = 256
+    max_body: int = 1 << 20
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        env = os.environ if env is None else env
+        allowed = frozenset(m.strip() for m in (env.get("HUBTUNE_API_MODELS") or "").split(",") if m.strip())
+        return cls(token=env.get("HUBTUNE_API_TOKEN") or None, on_space=bool(env.get("SPACE_ID")), allowed=allowed,
+                   default_model=(env.get("HUBTUNE_API_DEFAULT_MODEL") or "").strip() or None,
+                   max_inputs=int(env.get("HUBTUNE_API_MAX_INPUTS") or 256),
+                   max_body=int(float(env.get("HUBTUNE_API_MAX_BODY_MB") or 1) * (1 << 20)))
+
+
+def check_token(settings: Settings, authorization: str | None) -> None:
+    """Refuse (401) a request without the right bearer token, where one is required."""
+    if not settings.token:
+        if settings.on_space:  # a public Space must not serve its models to anyone who finds the URL
+            raise ApiError(401, "authorization: this Space's REST API is off until its owner sets the "
+                                "HUBTUNE_API_TOKEN secret; then send 'Authorization: Bearer <token>'")
+        return
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(401, "authorization: this endpoint needs 'Authorization: Bearer <token>' (HUBTUNE_API_TOKEN)")
+    # constant time: how much of a guess matches must not show in the reply's timing
+    if not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+        raise ApiError(401, "authorization: wrong token")
+
+
+# --- requests ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    texts: list[str]
+    single: bool  # inputs was one string (the answer drops one level of lists where the format says so)
+    top_k: int | None = None
+    function: str | None = None  # None: the head's own scores
+
+
+def _json(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "body: not UTF-8 JSON") from None
+    except ValueError as e:
+        raise ApiError(400, f"body: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, f"body: a JSON object with 'inputs' expected, got {type(data).__name__}")
+    return data
+
+
+def _inputs(data: dict, settings: Settings) -> tuple[list[str], bool]:
+    if "inputs" not in data:
+        raise ApiError(422, "inputs: missing; send {\"inputs\": \"some text\"} or a list of texts")
+    value = data["inputs"]
+    single = isinstance(value, str)
+    texts = [value] if single else value
+    if not isinstance(texts, list):
+        raise ApiError(422, f"inputs: a text or a list of texts expected, got {type(value).__name__}")
+    if not texts:
+        raise ApiError(422, "inputs: empty list; send at least one text")
+    if len(texts) > settings.max_inputs:
+        raise ApiError(413, f"inputs: {len(texts):,} texts in one request; at most {settings.max_inputs:,} "
+                            "(HUBTUNE_API_MAX_INPUTS): send them in several requests")
+    for i, text in enumerate(texts):
+        where = "inputs" if single else f"inputs[{i}]"
+        if isinstance(text, list):
+            raise ApiError(422, f"{where}: text pairs are not supported; these models read one text each")
+        if not isinstance(text, str):
+            raise ApiError(422, f"{where}: a text expected, got {type(text).__name__}")
+        if not text.strip():
+            raise ApiError(422, f"{where}: empty text; send some text to classify")
+    return texts, single
+
+
+def parse_inference_api(body: bytes, settings: Settings) -> Request:
+    """A text-classification request of the Hugging Face Inference API (see the module)."""
+    data = _json(body)
+    texts, single = _inputs(data, settings)
+    params = data.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ApiError(422, "parameters: a JSON object expected")
+    unknown = sorted(set(params) - {"top_k", "function_to_apply"})
+    if unknown:
+        raise ApiError(422, f"parameters: unknown {', '.join(unknown)}; text classification takes top_k and "
+                            "function_to_apply")
+    top_k = params.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ApiError(422, f"parameters.top_k: a whole number >= 1 expected, got {top_k!r}")
+    function = params.get("function_to_apply")
+    if function is not None and function not in FUNCTIONS:
+        raise ApiError(422, f"parameters.function_to_apply: '{function}' is not one of {', '.join(FUNCTIONS)}")
+    return Request(texts, single, top_k, function)
+
+
+def parse_tei(body: bytes, settings: Settings) -> Request:
+    """A text-embeddings-inference `/predict` request (see the module)."""
+    data = _json(body)
+    texts, single = _inputs(data, settings)
+    raw = data.get("raw_scores", False)
+    if not isinstance(raw, bool):
+        raise ApiError(422, f"raw_scores: true or false expected, got {raw!r}")
+    return Request(texts, single, None, "none" if raw else None)
+
+
+def wants_logits(request: Request, head) -> bool:
+    """Whether the request needs the logits rather than the head's own scores."""
+    return request.function is not None and request.function != HEAD_FUNCTION.get(head.problem_type)
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+def run_names(runs_dir: Path) -> list[str]:
+    """Names of the finished runs `{model}` may be, newest first."""
+    root = Path(runs_dir)
+    return [r.path.relative_to(root).as_posix() for r in list_runs(root, finished=True)]
+
+
+@dataclass(frozen=True)
+class Target:
+    model: str  # what Predictor.load takes: the run's folder or the Hub id
+    revision: str | None
+    name: str  # what clients call it: the run's name (never the server's folders) or the Hub id
+
+
+def resolve(runs_dir: Path, name: str, settings: Settings) -> Target:
+    """The model a `{model}` names: a finished run, or a Hub id the endpoint may load; 404 otherwise."""
+    name = (name or "").strip().strip("/")
+    parts = name.split("/")
+    # a run name is a plain relative name: nothing that climbs out of the runs folder or reads hidden entries
+    if name and len(parts) <= RUN_DEPTH and all(p and not p.startswith(".") and "\\" not in p for p in parts):
+        path = Path(runs_dir) / name
+        if is_run(path) and RunDir(path).is_finished():
+            return Target(str(path), None, name)
+    if HUB_ID.match(name) and ".." not in name and ("*" in settings.allowed or name in settings.allowed
+                                                   or _cached(name)):
+        return Target(name, "main", name)
+    runs = run_names(runs_dir)
+    shown = ", ".join(runs[:10]) + (", ..." if len(runs) > 10 else "") if runs else "none yet"
+    raise ApiError(404, f"model: '{name}' is not a finished run in this app's runs folder (runs: {shown}) nor an "
+                        "allowed Hub id (HUBTUNE_API_MODELS, or a model already in the local Hub cache)")
+
+
+def _cached(repo_id: str) -> bool:
+    """Whether a Hub model's config is already in the local cache (someone chose it before: no new download)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id, an unreadable cache: not cached
+        return False
+
+
+def default_model(runs_dir: Path, settings: Settings) -> Target:
+    """What `/predict` and `/info` serve: HUBTUNE_API_DEFAULT_MODEL, else the newest finished run."""
+    if settings.default_model:
+        return resolve(runs_dir, settings.default_model, settings)
+    runs = run_names(runs_dir)
+    if not runs:
+        raise ApiError(404, f"model: no finished run in {runs_dir} to serve yet; train one, or set "
+                            "HUBTUNE_API_DEFAULT_MODEL")
+    return Target(str(Path(runs_dir) / runs[0]), None, runs[0])
+
+
+# --- answers -----------------------------------------------------------------------------------------------------
+
+
+def _apply(row, function: str | None):
+    import numpy as np
+
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    if function == "softmax":
+        e = np.exp(row - row.max())
+        return e / e.sum()
+    if function == "sigmoid":
+        return 1 / (1 + np.exp(-row))
+    return row  # the head's scores, or the logits for "none"
+
+
+def label_scores(lm, row, request: Request, logits: bool) -> list[dict]:
+    """One text's answer: {"label", "score"} per label, best first, top_k of them."""
+    values = _apply(row, request.function if logits else None)
+    pairs = sorted(zip(lm.labels, map(float, values)), key=lambda p: -p[1])
+    return [{"label": label, "score": score} for label, score in pairs[:request.top_k or None]]
+
+
+def inference_api_answer(lm, rows: list, request: Request, logits: bool) -> list:
+    """The Inference API's answer: one list per text (also for a single string)."""
+    return [label_scores(lm, row, request, logits) for row in rows]
+
+
+def tei_answer(lm, rows: list, request: Request, logits: bool) -> list:
+    """TEI's answer: one list for a single string, one list per text for a list."""
+    answer = [label_scores(lm, row, request, logits) for row in rows]
+    return answer[0] if request.single else answer
+
+
+def info(lm, target: Target, precision: str, settings: Settings) -> dict:
+    """`GET /info`: text-embeddings-inference's fields (model_id, model_sha, model_dtype, model_type,
+    max_input_length, max_client_batch_size) and hubtune's (labels, precision, max_length, revision, task, head)."""
+    head = lm.head
+    chosen = lm.auto if precision == "auto" and lm.auto else precision
+    commit = lm.path.name if re.fullmatch(r"[0-9a-f]{40}", lm.path.name) else None  # a Hub snapshot's folder
+    out = {"model_id": target.name, "model_sha": commit, "model_dtype": chosen,
+           "model_type": {"classifier": {"id2label": dict(enumerate(lm.labels)),
+                                         "label2id": {label: i for i, label in enumerate(lm.labels)}}},
+           "max_input_length": lm.max_length, "max_client_batch_size": settings.max_inputs,
+           # the target's, not the cached model's: whoever loaded it first may have named a run with a revision
+           "revision": commit or target.revision, "labels": list(lm.labels), "precision": chosen,
+           "precision_setting": precision, "max_length": lm.max_length, "task": lm.task,
+           "problem_type": head.problem_type, "scores": HEAD_FUNCTION.get(head.problem_type, "head"),
+           "backend": lm.backend}
+    thresholds = getattr(head, "saved_settings", lambda: {})()
+    if thresholds:
+        out["head_settings"] = thresholds  # multi-label thresholds, regression's training range
+    return out

@@ -1,0 +1,134 @@
+"""The REST endpoint, served by the web app's own server (app.py hands these routes to Gradio's FastAPI app):
+
+    POST /models/{model}   Hugging Face Inference API, text classification (InferenceClient(base_url=URL/models/x))
+    POST /predict          text-embeddings-inference's predict, on the default model
+    GET  /info             the default model (or ?model=NAME): id, revision, labels, precision, max length
+    GET  /health           200 {"status": "ok"} while the server serves (no token needed, loads nothing)
+
+Formats, models and settings: engine/serving/endpoint.py. Every refusal is JSON `{"error": "one line"}` with a 4xx
+status (bad JSON 400, missing or wrong token 401, unknown model 404, too big 413, bad inputs 422); an unexpected failure
+is a 500 with the same shape, its traceback in the server's log only, and the server keeps serving. The token is
+compared in constant time and never logged.
+
+Requests are handled on the server's event loop: the body is read with its size capped, the model is loaded in a worker
+thread (once, in the Predictor's cache shared with the Prediction tab), and the texts go to the micro-batcher
+(engine/serving/batcher.py), which runs them with other requests' texts for the same model in one Predictor call. None
+of it goes through Gradio's queue, so the training and Hub events' queue limits never hold a REST request back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from engine.errors import ConfigError
+from engine.serving import batcher, endpoint as serving
+from engine.serving.endpoint import ApiError, Settings
+
+log = logging.getLogger("hubtune")
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def _body(request: Request, cap: int) -> bytes:
+    """The request body, refused (413) as soon as it is bigger than `cap` bytes: never read whole into memory."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > cap:
+        raise ApiError(413, f"body: {int(length):,} bytes; at most {cap:,} (HUBTUNE_API_MAX_BODY_MB)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise ApiError(413, f"body: over {cap:,} bytes (HUBTUNE_API_MAX_BODY_MB)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Api:
+    """The endpoint's handlers over one runs folder and Predictor (default: the app's shared one)."""
+
+    def __init__(self, runs_dir: Path, settings: Settings | None = None, predictor=None):
+        self.runs_dir, self.settings = Path(runs_dir), settings or Settings.from_env()
+        self._predictor = predictor
+
+    @property
+    def predictor(self):
+        from engine.serving.predictor import shared_predictor
+
+        return self._predictor or shared_predictor()
+
+    def routes(self) -> list[Route]:
+        return [Route("/health", self.health, methods=["GET"]), Route("/info", self.info, methods=["GET"]),
+                Route("/predict", self.predict, methods=["POST"]),
+                Route("/models/{model:path}", self.models, methods=["POST"])]
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def info(self, request: Request) -> JSONResponse:
+        async def handle():
+            name = request.query_params.get("model")
+            target, lm = await run_in_threadpool(self._model, name)
+            b = batcher.for_predictor(self.predictor)
+            # what batching did so far (the load bench reads it): Predictor calls for how many requests and texts
+            return {**serving.info(lm, target, self.predictor.precision, self.settings),
+                    "batches": {"calls": b.calls, "requests": b.requests, "texts": b.items}}
+
+        return await self._guarded(request, handle)
+
+    async def models(self, request: Request) -> JSONResponse:
+        return await self._classify(request, serving.parse_inference_api, serving.inference_api_answer,
+                                    request.path_params["model"])
+
+    async def predict(self, request: Request) -> JSONResponse:
+        return await self._classify(request, serving.parse_tei, serving.tei_answer, None)
+
+    # --- the shared path -----------------------------------------------------------------------------------------
+    async def _classify(self, request: Request, parse, answer, name: str | None) -> JSONResponse:
+        async def handle():
+            # announced at once: a batch about to start waits (a few ms) for this request instead of leaving without it
+            with batcher.for_predictor(self.predictor).arriving() as arrival:
+                asked = parse(await _body(request, self.settings.max_body), self.settings)
+                _, lm = await run_in_threadpool(self._model, name)  # file checks, maybe a first load: off the loop
+                logits = serving.wants_logits(asked, lm.head)
+                rows = await asyncio.wrap_future(batcher.scores(lm, asked.texts, logits=logits,
+                                                                predictor=self.predictor, arrival=arrival))
+            return answer(lm, rows, asked, logits)
+
+        return await self._guarded(request, handle)
+
+    async def _guarded(self, request: Request, handle) -> JSONResponse:
+        """Run a handler after the token check; every failure becomes a JSON error (never a traceback)."""
+        try:
+            serving.check_token(self.settings, request.headers.get("authorization"))
+            return JSONResponse(await handle())
+        except ApiError as e:
+            return _error(e.status, e.message)
+        except ConfigError as e:  # the engine's one-line errors: a model that cannot serve, an input it refuses
+            return _error(422, str(e))
+        except Exception as e:
+            log.exception("REST %s %s failed", request.method, request.url.path)  # path only: no header, no token
+            return _error(500, f"internal error ({type(e).__name__}); the server's log has the details")
+
+    def _model(self, name: str | None) -> tuple:
+        """(target, loaded model) for `{model}` (None: the default model), refused unless it reads text."""
+        target = (serving.default_model(self.runs_dir, self.settings) if name is None
+                  else serving.resolve(self.runs_dir, name, self.settings))
+        lm = self.predictor.load(target.model, target.revision)
+        if lm.kind.input_kind != "text":
+            raise ApiError(422, f"model: '{target.name}' is an {lm.task} model; this endpoint classifies text")
+        return target, lm
+
+
+def routes(runs_dir: Path, settings: Settings | None = None, predictor=None) -> list[Route]:
+    """The endpoint's routes over `runs_dir`, with settings from the environment unless given."""
+    return Api(runs_dir, settings, predictor).routes()

@@ -4,10 +4,11 @@
         --output_dir runs/custom --num_train_epochs 3 --learning_rate 2e-3
     python -m engine.predict --model runs/custom --image ui/assets/digits/mnist_7.png
 
-The contract (engine/custom_models.py): the constructor may take any of num_labels, num_channels, image_size (hubtune
-passes the data's values by name); forward(pixel_values) gets a float batch (N, C, H, W) and returns logits
-(N, num_labels). hubtune saves the weights as model.safetensors with a config.json naming this class, and rebuilds
-it by importing this module again: on the command line only, never in the web app.
+The contract (engine/tasks/image_classification/models.py): the constructor may take any of num_labels,
+num_channels, image_size (hubtune passes the data's values by name); forward(pixel_values) gets a float batch
+(N, C, H, W) and returns logits (N, num_labels). hubtune saves the weights as model.safetensors with a
+config.json naming this class, and rebuilds it by importing this module again: on the command line only, never in
+the web app.
 """
 
 import torch

@@ -16,6 +16,7 @@ from engine.config import ConfigError
 from engine.rundir import RunDir
 from engine.runs import jobs
 from engine.runs.jobs import JobError, JobManager
+from engine.training import launch
 
 # even tinier than conftest's TINY_ARGS: start-up dominates, a few real steps are enough to see the machinery
 TINY = {"dataset_name": "bundled:bbc_news", "max_train_samples": 96, "max_eval_samples": 48, "max_seq_length": 32,
@@ -71,7 +72,7 @@ def test_prepare_writes_config_and_exact_command(tmp_path):
     # `accelerate launch`'s own module, run by this interpreter (shown as `python` when that is the one on PATH)
     assert job["argv"] == [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                            "accelerate_configs/cpu_ddp.yaml", "-m", "engine.train", "--config", str(cfg_path)]
-    python = "python" if jobs._is_python_on_path(sys.executable) else sys.executable
+    python = "python" if launch._is_python_on_path(sys.executable) else sys.executable
     assert job["command"] == f"ACCELERATE_USE_CPU=1 {python} -m accelerate.commands.launch --config_file " \
                              f"accelerate_configs/cpu_ddp.yaml -m engine.train --config {cfg_path}"
     from engine.config import TrainConfig
@@ -79,7 +80,7 @@ def test_prepare_writes_config_and_exact_command(tmp_path):
     cfg = TrainConfig.load(cfg_path)
     assert cfg.max_steps == 6 and Path(cfg.output_dir).resolve() == run_dir
     # runs inside the repo get the short relative form the issue shows
-    assert jobs.command_for(ROOT / "runs" / "r1", "cpu.yaml")[0][-1] == "runs/r1/config.yaml"
+    assert launch.command_for(ROOT / "runs" / "r1", "cpu.yaml")[0][-1] == "runs/r1/config.yaml"
 
 
 def test_bad_input_is_refused_before_launch(tmp_path):
@@ -116,21 +117,21 @@ def test_upload_checks(tmp_path, monkeypatch):
 
 def test_accelerate_configs_follow_the_hardware():
     # without GPUs: one process, two (DDP), or two sharding the model (FSDP2 over gloo, tests/test_scaleout.py)
-    assert jobs.usable_accelerate_configs(gpus=0) == ["cpu.yaml", "cpu_ddp.yaml", "fsdp.yaml"]
-    with_gpus = jobs.usable_accelerate_configs(gpus=4)
+    assert launch.usable_accelerate_configs(gpus=0) == ["cpu.yaml", "cpu_ddp.yaml", "fsdp.yaml"]
+    with_gpus = launch.usable_accelerate_configs(gpus=4)
     assert {"single_gpu.yaml", "multi_gpu.yaml", "fsdp.yaml"} <= set(with_gpus)
     assert "multi_node.yaml" not in with_gpus  # a template needing edits, never launched as-is
 
 
 def test_a_config_this_machine_cannot_run_is_refused_before_any_process(tmp_path, manager):
     mgr = manager()
-    refused = {n: why for n, why in jobs.accelerate_configs().items() if not why.startswith("ok")}
+    refused = {n: why for n, why in launch.accelerate_configs().items() if not why.startswith("ok")}
     assert "multi_node.yaml" in refused  # everywhere; and here the GPU configs, where there is no GPU
     for name, why in refused.items():
         with pytest.raises(JobError) as e:
             mgr.submit(TINY, name, name=f"refused-{name[:-5]}")
         assert str(e.value) == (f"accelerate_config: {name} {why}; choose one of "
-                                f"{', '.join(jobs.usable_accelerate_configs())}")
+                                f"{', '.join(launch.usable_accelerate_configs())}")
     assert not list((tmp_path / "runs").glob("refused-*"))  # no run folder, no process
 
 

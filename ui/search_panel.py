@@ -18,9 +18,10 @@ import gradio as gr
 import pandas as pd
 
 from engine.config import ConfigError
-from engine.runs.jobs import JobError, JobManager, data_label, rel_path, slug
+from engine.runs.jobs import JobError, JobManager, data_label, slug
 from engine.search.config import PRUNERS, SAMPLERS
 from engine.search.report import PLOTS
+from engine.training.launch import rel_path
 from ui.common import hide_server_paths, message, show_errors, ui_errors
 
 MODES = ("One run", "Hyperparameter search")

@@ -21,8 +21,9 @@ import gradio as gr
 from engine import tasks
 from engine.config import DEFAULT_MODEL, ConfigError
 from engine.data import BUNDLED, DATA_EXTENSIONS
-from engine.runs.jobs import JobError, JobManager, accelerate_configs, command_for, display_command, place
+from engine.runs.jobs import JobError, JobManager
 from engine.tasks.image_classification.data import ARCHIVES
+from engine.training.launch import accelerate_configs, command_for, display_command, place
 from ui import base_models, forms, run_panel, search_panel
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
 from ui.train_upload import DEFAULT_COLUMNS, wire_upload

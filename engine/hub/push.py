@@ -11,10 +11,7 @@ import tempfile
 from pathlib import Path
 
 from engine.errors import CliParser, ConfigError, cli_logging, report
-# the client's names, for callers that know them from here (the web app, space/publish.py, tests)
-from engine.hub.client import (DEFAULT_ENDPOINT, MODEL_PATTERNS, HubError, Token, _api, _call, _explain,  # noqa: F401
-                               _offline, _sync_env, account_name, check_push_id, check_repo_id, download_model,
-                               endpoint, pull, resolve_token)
+from engine.hub.client import HubError, Token, _api, _call, _sync_env, check_push_id, endpoint, pull, resolve_token
 
 log = logging.getLogger("hubtune")
 

@@ -31,9 +31,8 @@ from pathlib import Path
 from engine.config import DATA_EXTENSIONS, TrainConfig
 from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, read_json
 from engine.runs import processes
-# the launch side (accelerate configs, the exact command), known from here by the web app and the tests
-from engine.training.launch import (ACCELERATE_DIR, ROOT, _is_python_on_path, rel_path, accelerate_configs,  # noqa: F401
-                           command_for, display_command, gpu_count, place, usable_accelerate_configs)
+from engine.training.launch import (ROOT, accelerate_configs, command_for, display_command, place, rel_path,
+                                    usable_accelerate_configs)
 
 MAX_UPLOAD_MB = float(os.environ.get("HUBTUNE_MAX_UPLOAD_MB", "200"))
 CANCEL_GRACE_SECONDS = 8.0

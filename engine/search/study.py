@@ -61,7 +61,7 @@ def prepare(base: TrainConfig, block, search_dir, resume: bool = False, accelera
     """Every check a search makes before its first trial (the web app's Check and Start call this too);
     ConfigError with one line per problem."""
     from engine.modeling import check_before_launch
-    from engine.runs.jobs import accelerate_configs
+    from engine.training.launch import accelerate_configs
     from engine.training.preflight import check_run
 
     search_dir = Path(search_dir)

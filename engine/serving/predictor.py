@@ -42,7 +42,7 @@ from engine.serving import onnx_backend
 from engine.errors import ConfigError, ModelError, PredictError  # noqa: F401 - PredictError re-exported
 from engine.tasks.base import LoadedModel
 # the text task's precisions and the bf16 guard, known from here by the CLI and the benches
-from engine.tasks.text_classification.inference import BF16_GUARD, MAX_CHARS_PER_TOKEN, PRECISIONS  # noqa: F401
+from engine.tasks.text_classification.inference import PRECISIONS
 
 log = logging.getLogger("hubtune")
 

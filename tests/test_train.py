@@ -188,3 +188,74 @@ def test_runs_in_one_process_may_change_mixed_precision(tmp_path):
         out = tmp_path / precision
         assert main(train_args(out, *tiny, "--mixed_precision", precision)) == 0
         assert RunDir(out).read_status()["mixed_precision"] == precision
+
+
+def test_the_matmul_peak_is_measured_once_per_machine(tmp_path, monkeypatch):
+    """MFU's peak: measured on first use and then read from HUBTUNE_CACHE_DIR (every run paid a 0.5 s burst of all
+    cores before); a broken cache file is measured over, and another thread count is another key."""
+    from engine.training import perf
+
+    monkeypatch.setenv("HUBTUNE_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = perf.matmul_peak
+    monkeypatch.setattr(perf, "matmul_peak", lambda *a, **k: calls.append(a) or real(*a, **{**k, "seconds": 0.05}))
+    first = perf.machine_peak("cpu", "float32")
+    assert first > 1e9 and len(calls) == 1
+    assert perf.machine_peak("cpu", "float32") == first and len(calls) == 1  # read back, not measured
+    (key,) = json.loads((tmp_path / "matmul_peak.json").read_text())
+    assert "float32" in key and f"{torch.get_num_threads()} threads" in key
+    (tmp_path / "matmul_peak.json").write_text("{not json")
+    assert perf.machine_peak("cpu", "float32") > 1e9 and len(calls) == 2
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        perf.machine_peak("cpu", "float32")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 3 and len(json.loads((tmp_path / "matmul_peak.json").read_text())) == 2
+
+
+def test_tokenizing_in_memory_splits_skips_hashing_the_tokenizer_and_names_what_it_read():
+    """`map` fingerprints its function by pickling it, tokenizer and all (~0.7 s of every run's start); a split in
+    memory gets a fingerprint from what the tokenization read instead: the same inputs give the same fingerprint,
+    another tokenizer setting another one, and the tokens are the same either way."""
+    import datasets
+
+    from engine.data import BUNDLED, Splits
+    from engine.modeling import load_tokenizer, offline_default_path
+    from engine.tasks.text_classification.data import tokenize_splits
+
+    texts = BUNDLED["bundled:bbc_news"][0]()["text"][:40:4]
+    ds = datasets.Dataset.from_dict({"text": texts, "label": [0] * len(texts)})
+    tokenizer = load_tokenizer(offline_default_path())
+    splits = Splits(train=ds, validation=None, test=None, label_names=["a"])
+    a, b, c = (tokenize_splits(splits, tokenizer, n)["train"] for n in (32, 32, 16))
+    assert a._fingerprint == b._fingerprint != c._fingerprint != ds._fingerprint
+    assert a["input_ids"][:] == tokenizer(texts, truncation=True, max_length=32)["input_ids"]
+    assert max(c["length"][:]) == 16
+
+
+def test_the_commands_start_up_runs_without_the_garbage_collector_and_training_with_it(tmp_path):
+    """engine/train.py turns the cyclic collector off for the start-up (a fifth of its CPU); the run turns it back
+    on once set up, so the steps run with it. A caller that did not pause it (a notebook) keeps its own setting."""
+    import gc
+
+    tiny = ["--max_train_samples", "16", "--max_eval_samples", "8", "--max_seq_length", "16",
+            "--per_device_train_batch_size", "8", "--max_steps", "1", "--eval_steps", "1", "--save_steps", "1"]
+    seen = []
+    from engine.training import run as training_run
+
+    real_fit = training_run._fit
+    try:
+        training_run._fit = lambda cfg, loop: (seen.append(gc.isenabled()), real_fit(cfg, loop))
+        gc.disable()
+        assert main(train_args(tmp_path / "paused", *tiny), paused_gc=True) == 0
+        assert seen == [True] and gc.isenabled()
+        gc.disable()
+        assert main(train_args(tmp_path / "kept", *tiny)) == 0
+        assert seen == [True, False] and not gc.isenabled()
+    finally:
+        training_run._fit = real_fit
+        gc.enable()
+    source = (ROOT / "engine" / "train.py").read_text()
+    assert source.index("gc.disable()") < source.index("from engine.training.run import")

@@ -160,12 +160,13 @@ def _resume(accelerator, run: RunDir, resume_dir, state: LoopState, world: int, 
 
 def _perf(accelerator, model, mixed_precision) -> dict:
     """MFU = achieved model FLOP/s over this machine's measured matmul peak in the training dtype (x processes);
-    a 0.5 s burst, best of many, so a moment of load from other programs does not lower the peak."""
-    from engine.training.perf import flop_terms, matmul_peak
+    a 0.5 s burst, best of many, so a moment of load from other programs does not lower the peak; measured once per
+    machine (engine/training/perf.py)."""
+    from engine.training.perf import flop_terms, machine_peak
 
     peak_dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(mixed_precision, "float32")
     return {"terms": flop_terms(accelerator.unwrap_model(model)), "peak_dtype": peak_dtype,
-            "peak": matmul_peak(str(accelerator.device), peak_dtype, seconds=0.5) * accelerator.num_processes}
+            "peak": machine_peak(str(accelerator.device), peak_dtype) * accelerator.num_processes}
 
 
 def _announce(cfg, loop: Loop, mixed_precision) -> None:

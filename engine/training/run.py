@@ -12,6 +12,7 @@ directory (engine/rundir.py) is the record: events.jsonl, status.json, checkpoin
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from engine.config import ConfigError, TrainConfig, cli_logging, parse_args, report, resolve_mixed_precision
 from engine.rundir import RunDir, atomic_write_json, atomic_write_text
-from engine.training.checkpoint import (crash_point, push, push_checkpoint, remove_dir, resume_dir_for, save_best, save_checkpoint)
+from engine.training.checkpoint import (crash_point, push, push_checkpoint, remove_dir, resume_dir_for, save_best,
+                                        save_checkpoint)
 from engine.training.loop import Loop, setup
 
 log = logging.getLogger("hubtune")
@@ -35,8 +37,12 @@ class Cancelled(Exception):
     """Raised in the training process when it receives SIGTERM (the UI's Cancel)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (2 for bad input, 1 for a failure during training)."""
+def main(argv: list[str] | None = None, paused_gc: bool = False) -> int:
+    """Command-line entry point; returns the exit code (2 for bad input, 1 for a failure during training).
+
+    `paused_gc`: the caller (the command's entry, engine/train.py) turned Python's cyclic garbage collector off for
+    the start-up; it is turned back on once the run is set up, before the first step.
+    """
     cli_logging()
     try:
         cfg = parse_args(argv)
@@ -44,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         return report(e)
     try:
-        train(cfg)
+        train(cfg, resume_gc=paused_gc)
     except ConfigError as e:
         # every process of a launch finds the same problem; the machine's first process says it. The others wait
         # first: torchrun stops the rest of a launch when one process exits, which would silence the first one if
@@ -63,8 +69,9 @@ def _on_sigterm(signum, frame):
     raise Cancelled()
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run one training job described by a validated config; returns the final metrics."""
+def train(cfg: TrainConfig, resume_gc: bool = False) -> dict:
+    """Run one training job described by a validated config; returns the final metrics. `resume_gc`: turn the
+    garbage collector back on after the set-up (see `main`)."""
     from engine.training.distributed import check_shared_output_dir
     from engine.training.launch import check_launch_environment
 
@@ -86,6 +93,8 @@ def train(cfg: TrainConfig) -> dict:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         loop = setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision)
+        if resume_gc:  # start-up's objects (modules, model, data) are made; from here on the collector runs as usual
+            gc.enable()
         _fit(cfg, loop)
         return _finish(cfg, loop)
     except Cancelled:

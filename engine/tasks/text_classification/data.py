@@ -107,13 +107,27 @@ def tokenize_splits(splits, tokenizer, max_seq_length: int) -> dict:
         ds = getattr(splits, name)
         if ds is None:
             continue
-        ds = ds.map(encode, batched=True, desc=f"tokenizing {name}")
+        ds = ds.map(encode, batched=True, desc=f"tokenizing {name}", new_fingerprint=_fingerprint(ds, tokenizer,
+                                                                                                    max_seq_length))
         if name != "train":
             with warnings.catch_warnings():  # pyarrow deprecation noise from inside datasets' sort
                 warnings.simplefilter("ignore", FutureWarning)
                 ds = ds.sort("length", reverse=True)
         out[name] = ds
     return out
+
+
+def _fingerprint(ds, tokenizer, max_seq_length: int) -> str | None:
+    """The tokenized split's `datasets` fingerprint, for a split held in memory (bundled sets and data files): without
+    one, `map` hashes `encode` with the tokenizer inside it by pickling the whole vocabulary, ~0.7 s of every run's
+    start. A split read from `datasets`' disk cache (Hub datasets) keeps datasets' own hash (None), since there the
+    fingerprint names the cache file the result is written to and must cover the tokenizer's contents."""
+    if ds.cache_files:
+        return None
+    from datasets.fingerprint import Hasher
+
+    return Hasher.hash([ds._fingerprint, "hubtune tokenize", type(tokenizer).__name__, tokenizer.name_or_path,
+                        len(tokenizer), max_seq_length])
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "label")

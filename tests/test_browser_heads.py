@@ -8,18 +8,13 @@ and through gradio_client:
   label over its tuned threshold and shows all label scores; the run view lists thresholds per label.
 - Check on an imbalanced real SMS set (ham vs spam subsampled to 15:1) shows the class_weights hint under the field.
 
-Both runs are 6 steps of the offline MiniLM at 64 tokens on 200 examples, trained once per session by
-`python -m engine.train` (shared by pytest-xdist workers). Screenshots: artifacts/heads_*.png.
+Both runs are tests/_head_runs.py's (6 steps at 64 tokens on 200 examples, once per session, shared with
+tests/test_hub_heads.py). Screenshots: artifacts/heads_*.png.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -27,51 +22,10 @@ import pytest
 
 import pip_sets
 from _app_fixtures import serve
-from _run_view_fixtures import _record
+from _head_runs import head_runs  # noqa: F401
 from conftest import ROOT
 
 ART = ROOT / "artifacts"
-TINY = ["--max_steps", "6", "--max_seq_length", "64", "--max_train_samples", "200", "--max_eval_samples", "80",
-        "--per_device_train_batch_size", "8", "--learning_rate", "2e-4", "--seed", "7"]
-
-
-def _data(folder: Path) -> dict[str, Path]:
-    rng = random.Random(0)
-    vader = pip_sets.vader_movies()
-    rng.shuffle(vader)
-    with open(folder / "vader.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["text", "rating"])
-        w.writeheader()
-        w.writerows(vader[:300])
-    mesh = [r for r in pip_sets.medline_mesh(labels=6) if r["labels"]]
-    rng.shuffle(mesh)
-    with open(folder / "medline.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in mesh[:300])
-    return {"vader": folder / "vader.csv", "mesh": folder / "medline.jsonl"}
-
-
-@pytest.fixture(scope="session")
-def head_runs(tmp_path_factory) -> Path:
-    """A runs folder with the finished `vader` (regression) and `mesh` (multi-label) runs."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    runs = shared / "head_runs"
-    with FileLock(str(shared / "head_runs.lock")):
-        if not all((runs / n / "metrics.json").exists() for n in ("vader", "mesh")):
-            runs.mkdir(exist_ok=True)
-            files = _data(runs.parent)
-            label = {"vader": "rating", "mesh": "labels"}
-            procs = {n: subprocess.Popen([sys.executable, "-m", "engine.train", "--train_file", str(files[n]),
-                                          "--label_column", label[n], *TINY, "--output_dir", str(runs / n),
-                                          "--overwrite_output_dir", "true"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE) for n in files}
-            for n, p in procs.items():
-                _, err = p.communicate(timeout=600)
-                assert p.returncode == 0, err.decode()[-2000:]
-                _record(runs / n)
-    return runs
 
 
 @pytest.fixture(scope="module")

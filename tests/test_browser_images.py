@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import urllib.request
 
 import numpy as np
@@ -21,7 +20,7 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from _app_fixtures import serve  # noqa: F401 - (browser: conftest)
-from conftest import ROOT
+from conftest import ROOT, wait_final
 
 ART = ROOT / "artifacts"
 DIGITS = [str(d) for d in range(10)]
@@ -347,10 +346,6 @@ def test_finetune_tab_image_preflight_user_code_and_a_tiny_run(client, runs):
     start = _tab_args(client, run_name="digits-mlp", base_model="mlp", source="Bundled dataset",
                       bundled="bundled:digits", max_steps=10, learning_rate=0.003, logging_steps=5)
     assert "started" in client.predict(*start, api_name="/train_start")[0]
-    mgr, deadline = manager(runs), time.monotonic() + 240  # the served app's own job runner
-    while (info := mgr.info("digits-mlp"))["state"] not in ("done", "failed", "cancelled"):
-        assert time.monotonic() < deadline, info
-        mgr.poll()
-        time.sleep(1)
+    info = wait_final(manager(runs), "digits-mlp")  # the served app's own job runner
     assert info["state"] == "done", (runs / "digits-mlp" / "train.log").read_text()[-2000:]
     assert model_task(runs / "digits-mlp" / "model") == "image-classification"

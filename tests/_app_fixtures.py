@@ -132,15 +132,10 @@ def open_section(header, content, tries: int = 3) -> None:
     content.wait_for(state="visible")
 
 
-def upload_into(container, path, tries: int = 3) -> None:
-    """Set a file on the gradio File inside `container` until its name shows. Seen in CI, about one run in four:
-    the name never appeared within 90 s, with the accordion open. Suspected (not confirmed): a late answer of a
-    page-load event updated the section while the file was being set, so the input that took it was replaced. The
-    file is set again on the input found anew; setting the same file twice only replaces the value."""
-    name = Path(path).name
-    for _ in range(tries):
-        container.locator("input[type=file]").set_input_files(str(path))
-        with contextlib.suppress(Exception):
-            container.get_by_text(name).wait_for(timeout=20_000)
-            return
-    container.get_by_text(name).wait_for()
+def upload_into(container, path) -> None:
+    """Set a file on the gradio File inside `container` and wait until its upload has finished: the File then lists
+    it as a row with a download link named after it. (While uploading it shows "Uploading 1 file... <name>" for a
+    moment; the finished row splits the name into stem and extension, so the whole name as text is only ever seen in
+    that moment, which made a wait for it flaky: it passed only when a poll landed inside the moment.)"""
+    container.locator("input[type=file]").set_input_files(str(path))
+    container.locator(f'a[download="{Path(path).name}"]').wait_for()

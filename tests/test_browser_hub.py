@@ -59,6 +59,15 @@ def _record_users(server) -> list:
     return seen
 
 
+def _only_text_inputs(page):
+    """The page shows the text input and none of the image input (drop box, buttons, saliency), one hint."""
+    assert page.locator("#predict-text").is_visible()
+    for hidden in ("#predict-image-group", "#predict-image", "#predict-image-button", "#predict-sketch-column"):
+        assert not page.locator(hidden).is_visible(), hidden
+    assert not page.get_by_text("which pixels").is_visible()
+    assert page.get_by_text("No examples for").and_(page.locator(":visible")).count() == 1
+
+
 def _shot(page, name):
     ART.mkdir(exist_ok=True)
     page.screenshot(path=str(ART / f"hub_{name}.png"), full_page=True)
@@ -112,6 +121,11 @@ def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub,
         model_box.press("Enter")
         page.locator("#predict-revision textarea").fill(sha)
         page.wait_for_function("(document.querySelector('#predict-model-info')?.innerText || '').includes('Hub model')")
+        # its config.json says text classification: the text input alone, as for a local text run
+        assert "text-classification" in page.locator("#predict-model-info").inner_text()
+        page.wait_for_function("(document.querySelector('#predict-examples-hint')?.innerText || '')"
+                               ".includes('No examples')")
+        _only_text_inputs(page)
         page.locator("#predict-text textarea").fill(TEXT)
         page.locator("#predict-button").click()
         page.wait_for_function(f"(document.querySelector('#predict-note')?.innerText || '').includes('{sha}')",
@@ -121,6 +135,7 @@ def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub,
         note = page.locator("#predict-note").inner_text()
         assert note.startswith(f"{repo_id} @ {sha}"), note
         assert ("GET", f"/{repo_id}/resolve/{sha}/model.safetensors", 200) in hub.requests  # pulled, not local
+        _only_text_inputs(page)  # still so after the model has loaded
         _shot(page, "2_pulled")
         html = page.content()
     finally:

@@ -6,7 +6,7 @@ auto (default), fp32, int8, bf16 where native (engine/serving/predictor.py); the
 (multi-label), or "0.41  (training range -4 to 4)" without scores (regression; ui/heads_view.prediction);
 /predict_file (file, model, revision, text_column[, precision]) -> (predictions file, preview, note);
 /compare (text, model_a, revision_a, model_b, revision_b[, precision]) -> (label_a, label_b, note);
-/list_models () -> picker update; /model_info (model, revision) -> (info, widget visibility...);
+/list_models () -> picker update; /model_info (model, revision) -> info (and the input widgets of the model's task only);
 /model_examples (model) -> (text examples, hint, image examples, hint): the run's own validation data
 (ui/examples.py); /pick_text_example (example) -> text;
 /predict_image and /predict_sketch (ui/predict_images.py): the loaded model's task picks the input widget.
@@ -28,6 +28,7 @@ from engine import tasks
 from engine.metrics import one_class_warning
 from engine.rundir import read_json
 from engine.serving import batcher
+from engine.hub import client as hub_client
 from engine.serving.predictor import check_text, shared_predictor
 from engine.tasks.text_classification.auto_precision import describe as describe_precision
 from ui import examples, explain_view, heads_view, predict_images
@@ -186,49 +187,69 @@ def _one_class(model: str) -> str | None:
     return one_class_warning(validation) if isinstance(validation, dict) else None
 
 
+def _local_info(model: str, path: Path) -> tuple[str, str]:
+    """(input kind, info) of a model folder, from its config.json and the run's records."""
+    task = tasks.for_model(path)
+    info = f"{task.tag}: {heads_view.describe(json.loads((path / 'config.json').read_text()))}"
+    precision = describe_precision(model) if task.input_kind == "text" else None  # the run's precision.json
+    if precision:
+        info += f"\n\n{precision}"
+    warning = _one_class(model)
+    if warning:
+        info += f"\n\n⚠️ **Predicts one class only**: {warning}"
+    return task.input_kind, info
+
+
+def _hub_info(model: str, revision: str) -> tuple[str, str]:
+    """(input kind, info) of a Hub id from its config.json alone: the weights wait for the first prediction."""
+    config = hub_client.model_config(model, revision or None)
+    task = tasks.for_config(config, model)
+    return task.input_kind, (f"Hub model `{model}` @ {revision or 'main'} · {task.tag}: {heads_view.describe(config)}"
+                             " (weights are downloaded on the first prediction)")
+
+
+def _kind_and_info(model: str, revision: str) -> tuple[str | None, str]:
+    if not model:
+        return None, ""
+    path = Path(model).expanduser()
+    path = path / "model" if (path / "model" / "config.json").exists() else path
+    try:
+        return _local_info(model, path) if path.is_dir() else _hub_info(model, revision)
+    except Exception as e:  # noqa: BLE001 - shown as a hint; predicting gives the full error
+        line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, f"⚠️ {'Hub model `' + model + '`: ' if not path.is_dir() else ''}{line}"
+
+
 def model_info(model: str, revision: str):
-    """Describe a picked model and show the input widgets for its task (local models: read from config.json):
-    (info, text group, image group, sketchpad, text-only tools, precision) updates; the sketchpad only for digit
-    models, the precision picker only for text models (images are predicted in fp32)."""
-    kind, info = "text", ""
-    if model:
-        path = Path(model).expanduser()
-        path = path / "model" if (path / "model" / "config.json").exists() else path
-        if path.is_dir():
-            try:
-                task = tasks.for_model(path)
-                kind = task.input_kind
-                info = f"{task.tag}: {heads_view.describe(json.loads((path / 'config.json').read_text()))}"
-                precision = describe_precision(model) if kind == "text" else None  # the run's precision.json
-                if precision:
-                    info += f"\n\n{precision}"
-                warning = _one_class(model)
-                if warning:
-                    info += f"\n\n⚠️ **Predicts one class only**: {warning}"
-            except Exception as e:  # noqa: BLE001 - shown as a hint; predicting gives the full error
-                info = f"⚠️ {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        else:
-            info = f"Hub model `{model}` @ {revision or 'main'}: downloaded and loaded on first prediction"
+    """Describe a picked model and show the input widgets of its task only (read from config.json: the folder's,
+    or the Hub repo's at the revision): (info, text group, image group, sketchpad, text-only tools, precision,
+    kind) updates; the sketchpad only for digit models, the precision picker only for text models (images are
+    predicted in fp32). A model whose task is unknown (e.g. an unreadable Hub id) gets the text input."""
+    kind, info = _kind_and_info(model, revision)
+    shown = kind or "text"
     digits = kind == "image" and predict_images.is_digit_model(model)
-    hub = bool(model) and info.startswith("Hub model")  # its task is known once loaded: offer both inputs
-    text_only = gr.update(visible=hub or kind == "text")  # file batches and compare read text
-    return (info, *[gr.update(visible=hub or kind == k) for k in INPUT_KINDS], gr.update(visible=digits), text_only,
-            gr.update(visible=hub or kind == "text"))
+    return (info, *[gr.update(visible=shown == k) for k in INPUT_KINDS], gr.update(visible=digits),
+            gr.update(visible=shown == "text"), gr.update(visible=shown == "text"), kind)
 
 
 @ui_errors
-def model_examples(model: str):
-    """Examples from the picked run's validation data: (text Dataset, text hint, image Dataset, image hint)."""
-    path, kind = model_dir(model), None
-    if path is not None:
+def model_examples(model: str, kind: str | None = None):
+    """Examples from the picked run's validation data: (text Dataset, text hint, image Dataset, image hint).
+    `kind`: the input kind model_info found (None: judged here from a local folder); a hint goes only to the
+    input that is shown."""
+    path = model_dir(model)
+    if kind is None and path is not None:
         try:
             kind = tasks.for_model(path).input_kind
         except Exception:  # noqa: BLE001 - model_info shows the problem; examples just stay empty
             kind = None
     found = examples.for_model(model, kind)
     texts = gr.Dataset(samples=[[e["text"], e["label"]] for e in found.texts], visible=bool(found.texts))
-    hint = gr.update(value=found.hint, visible=bool(found.hint))
-    return (texts, hint, *predict_images.example_updates(model, found))
+    hint = gr.update(value=found.hint, visible=bool(found.hint) and kind != "image")
+    image_examples, image_hint = predict_images.example_updates(model, found)
+    if kind != "image":
+        image_hint = gr.update(value="", visible=False)
+    return texts, hint, image_examples, image_hint
 
 
 def pick_text_example(sample):
@@ -308,13 +329,15 @@ def build(ctx: AppContext) -> None:
                      api_name="compare", **limits)
     go_file.click(predict_file, [file_in, model, revision, column, precision], [file_out, preview, file_note],
                   api_name="predict_file", concurrency_limit=2, concurrency_id="predict_file")
-    widgets = [info, text_group, image["group"], image["sketch_col"], text_tools, precision_col]
+    kind = gr.State(None)  # the picked model's input kind, from model_info to model_examples (not in the API)
+    widgets = [info, text_group, image["group"], image["sketch_col"], text_tools, precision_col, kind]
     shown_examples = [text_examples, text_hint, image["examples"], image["examples_hint"]]
     text_examples.click(pick_text_example, [text_examples], [text], api_name="pick_text_example",
                         show_progress="hidden")
+    # the examples follow the info: a Hub id's kind is known once its config.json is read
     model.change(model_info, [model, revision], widgets, api_name="model_info").then(
-        None, js=predict_images.SELECT_BRUSH_JS, api_name="select_brush", api_visibility="private")
-    model.change(model_examples, [model], shown_examples, api_name="model_examples")
+        None, js=predict_images.SELECT_BRUSH_JS, api_name="select_brush", api_visibility="private").then(
+        model_examples, [model, kind], shown_examples, api_name="model_examples")
 
     def refresh_fn(current):
         return _refresh(ctx.runs_dir, current)
@@ -323,5 +346,5 @@ def build(ctx: AppContext) -> None:
     if ctx.demo is not None:  # a run finished since the server started shows up on page load
         ctx.demo.load(refresh_fn, [model], [model, empty], api_name="list_models_on_load")
         ctx.demo.load(model_info, [model, revision], widgets, api_name="model_info_on_load").then(
-            None, js=predict_images.SELECT_BRUSH_JS, api_name="select_brush_on_load", api_visibility="private")
-        ctx.demo.load(model_examples, [model], shown_examples, api_name="model_examples_on_load")
+            None, js=predict_images.SELECT_BRUSH_JS, api_name="select_brush_on_load", api_visibility="private").then(
+            model_examples, [model, kind], shown_examples, api_name="model_examples_on_load")

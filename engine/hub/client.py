@@ -262,6 +262,25 @@ def pull(repo_id: str, revision: str | None = None, cache_dir=None, token=None, 
     return Path(path)
 
 
+def model_config(repo_id: str, revision: str | None = None) -> dict:
+    """A Hub model's config.json alone (a few kB, cached like any Hub file): what the UI needs to pick the input
+    widgets for a typed Hub id before the weights are downloaded on the first prediction."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+
+    check_repo_id(repo_id, "model")
+    ep = _sync_env()
+    tok = resolve_token(None)
+    path = _call(lambda: hf_hub_download(repo_id, "config.json", revision=revision, endpoint=ep,
+                                         token=tok.reveal() if tok else None),
+                 "read the config of", repo_id=repo_id, revision=revision, token=tok)
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HubError(f"'{repo_id}' has an unreadable config.json ({type(e).__name__})") from None
+
+
 def download_model(repo_id: str, revision: str | None = None, field: str = "model_name_or_path") -> Path:
     """Snapshot a model repo for training or prediction (used by engine.modeling.resolve_model)."""
     check_repo_id(repo_id, field)

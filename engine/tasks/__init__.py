@@ -58,12 +58,16 @@ def model_config(path: str | Path) -> dict:
 
 def for_model(path: str | Path):
     """The task of a saved model, from its config.json alone (no torch): the UI picks its input widgets with it."""
-    config = model_config(path)
+    return for_config(model_config(path), path)
+
+
+def for_config(config: dict, name: str | Path):
+    """The task that claims a model's config.json (a local folder's or a Hub repo's); `name` is for the error."""
     for task in all_tasks():
         if task.claims_model(config):
             return task
     archs = config.get("architectures") or []
-    raise ModelError(f"model: '{path}' is not a classifier (architectures {archs or 'unknown'}); fine-tune it "
+    raise ModelError(f"model: '{name}' is not a classifier (architectures {archs or 'unknown'}); fine-tune it "
                      "first, e.g. python -m engine.train --dataset_name bundled:bbc_news --output_dir runs/bbc")
 
 

@@ -50,7 +50,7 @@ def test_explain_highlights_the_words_and_never_blocks_a_prediction(browser, lau
 
         # Explain before any text: a visible error naming the fix, gone with the next action
         page.locator("#explain-button").click()
-        page.locator("#explain-note").get_by_text("⛔ text: empty; type or paste some text to explain").wait_for()
+        page.locator("#explain-note").get_by_text("✗ text: empty; type or paste some text to explain").wait_for()
 
         page.locator("#predict-text textarea").fill(text)
         page.locator("#predict-button").click()
@@ -77,7 +77,7 @@ def test_explain_highlights_the_words_and_never_blocks_a_prediction(browser, lau
         top = sorted(expected.words, key=lambda ws: -ws[1])[0]
         if top[1] > 0:
             assert f"{top[0]} ({top[1]:+.3f})" in note  # 'Most toward' names the same word and number
-        assert "⛔" not in note  # the earlier error went with the next explanation
+        assert "✗" not in note  # the earlier error went with the next explanation
         _shot(page, "words")
 
         # 500 steps over a whole article take a while; a prediction clicked meanwhile is answered before the end

@@ -138,6 +138,14 @@ def test_push_from_finetuning_tab_then_pull_by_id_in_prediction_tab(served, hub,
         _only_text_inputs(page)  # still so after the model has loaded
         _shot(page, "2_pulled")
         html = page.content()
+
+        # a refused push replaces the last push's line: no "Pushed" left under the refusal
+        page.get_by_role("tab", name="Fine-tuning").click()
+        repo_box.fill("alice/not a repo name")
+        page.locator("#hub-push").click()
+        page.wait_for_function("(document.querySelector('#hub-result')?.innerText || '').startsWith('✗')")
+        assert "Pushed" not in page.locator("#hub-result").inner_text()
+        _shot(page, "3_refused")
     finally:
         if context is not None:
             if hub_page is not None:

@@ -313,7 +313,7 @@ def test_finetune_tab_zip_uploads(client, tmp_path):
     assert f"{n} images" in note and "3 classes" in note and "1 files skipped" in note and "broken.png" in note
     problems, report, *_ = client.predict(*_tab_args(client, base_model="mlp", source="Upload a file", max_steps=4),
                                           api_name="/train_check")
-    assert problems.startswith("✅") and "8×8" in report and "Token lengths" not in report, (problems, report)
+    assert problems.startswith("✓") and "8×8" in report and "Token lengths" not in report, (problems, report)
 
     escaping = _zip(tmp_path / "escape.zip", {"../evil/0/a.png": next(iter(real.values())), **real})
     with pytest.raises(AppError, match="unsafe entry '../evil/0/a.png'"):
@@ -330,7 +330,7 @@ def test_finetune_tab_image_preflight_user_code_and_a_tiny_run(client, runs):
     args = _tab_args(client, base_model="mlp", source="Bundled dataset", bundled="bundled:mnist", max_steps=300,
                      per_device_train_batch_size=32)
     problems, report, first_rows, counts, command, yaml_text, _ = client.predict(*args, api_name="/train_check")
-    assert problems.startswith("✅"), problems
+    assert problems.startswith("✓"), problems
     assert "Image sizes" in report and "28×28" in report and "1×28×28 (grayscale)" in report, report
     assert "300 optimizer steps" in report and re.search(r"ETA\*\*: about \d", report), report
     assert "Token lengths" not in report and "dataset_name: bundled:mnist" in yaml_text

@@ -208,3 +208,60 @@ def test_a_one_class_run_is_flagged(browser, one_class_app):
         page.wait_for_function("e => !e.innerText.includes('one class')", arg=shown.element_handle())
     finally:
         page.close()
+
+
+def _label_text(page, selector="#predict-label"):
+    shown = page.locator(f"{selector} .output-class")
+    return shown.inner_text().strip() if shown.count() else ""
+
+
+def test_each_panel_shows_the_last_action_only(browser, launched_app, app_runs_dir, tmp_path):
+    """A failed action empties the answer it replaces and says why in the note below it (no old answer under a
+    new error); a clicked example is predicted at once."""
+    model = str(app_runs_dir / "tiny")
+    texts = BUNDLED["bundled:bbc_news"][0]()["text"][5:900:300]  # 3 real articles
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(launched_app)
+        _pick(page, "tiny · accuracy")
+        examples = page.locator("#predict-examples")
+        examples.locator("tbody tr").first.wait_for()
+        box, note = page.locator("#predict-text textarea"), page.locator("#predict-note")
+        box.fill(texts[0])
+        page.locator("#predict-button").click()
+        page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('tokens')")
+        assert _label_text(page) == next(iter(shared_predictor().predict_text(model, texts[0])))
+
+        box.fill("")  # an empty text: the error replaces the answer and its note
+        page.locator("#predict-button").click()
+        page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('✗')")
+        assert "text" in note.inner_text() and "tokens" not in note.inner_text()
+        page.wait_for_function("!document.querySelector('#predict-label .output-class')?.innerText.trim()")
+        _shot(page, "5_empty_text")
+
+        examples.locator("tbody tr").nth(2).click()  # predicted at once, no old answer left
+        page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('tokens')")
+        filled = box.input_value()
+        assert len(filled) > 50 and _label_text(page) == next(iter(shared_predictor().predict_text(model, filled)))
+
+        src = tmp_path / "three.csv"
+        pd.DataFrame({"text": texts}).to_csv(src, index=False)
+        open_section(page.get_by_text("Batch: classify a file"), page.locator("#predict-file-in"))
+        preview = page.locator("#predict-file-preview")
+        assert not preview.is_visible()  # no empty table with placeholder headers before a file is classified
+        upload_into(page.locator("#predict-file-in"), src)
+        page.locator("#predict-file-button").click()
+        file_note = page.locator("#predict-file-note")
+        page.wait_for_function("(document.querySelector('#predict-file-note')?.innerText || '')"
+                               ".startsWith('3 rows classified')")
+        assert page.locator("#predict-file-out a").count() and preview.locator("tbody tr").count()
+        page.get_by_placeholder("empty: 'text' or the longest text column").fill("headline")  # no such column
+        page.locator("#predict-file-button").click()
+        page.wait_for_function("(document.querySelector('#predict-file-note')?.innerText || '').includes('✗')")
+        assert "headline" in file_note.inner_text() and "rows classified" not in file_note.inner_text()
+        page.locator("#predict-file-out a").first.wait_for(state="detached")  # no predictions file of the old run
+        preview.wait_for(state="hidden")  # the old preview went with the old file
+        _shot(page, "6_bad_column")
+    finally:
+        page.close()

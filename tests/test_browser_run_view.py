@@ -150,7 +150,7 @@ def test_failed_run_shows_its_error(page):
 
     page.locator("#train-cancel").evaluate("b => { b.disabled = false; b.click(); }")  # as an API client could
     page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('already failed')")
-    assert page.locator("#run-message").inner_text().startswith("⛔")
+    assert page.locator("#run-message").inner_text().startswith("✗")
     assert "Error" not in page.locator("#train-progress").inner_text()  # no status badge over the progress line
     _shot(page, "4_cancel_refused")
 

@@ -118,7 +118,7 @@ def _act(page, button: str) -> list[str]:
         window.__watch.observe(e, {subtree: true, childList: true, characterData: true}); }""")
     page.locator(button).click()
     page.wait_for_function("() => { const t = (document.querySelector('#train-problems')?.innerText || '');"
-                           " return window.__emptied && /Please fix|started|valid|⛔/.test(t)"
+                           " return window.__emptied && /Please fix|started|valid|✗/.test(t)"
                            " && !/\\d\\.\\ds/.test(t); }", timeout=240_000)
     return [line for line in _panel(page).splitlines() if line.strip() and "Please fix" not in line]
 
@@ -152,7 +152,7 @@ def test_clearing_or_a_refused_upload_leaves_no_data_behind(served, page, tmp_pa
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     _upload(page, empty)
-    refused = _wait_panel(page, "⛔")
+    refused = _wait_panel(page, "✗")
     assert "is empty" in refused and not re.search(r"/(tmp|work|root|home)\b|uploads/", refused), refused  # no path
     assert "empty.csv" in refused
     page.locator("#train-upload input[type=file]").wait_for(state="attached")  # the refused file is taken off

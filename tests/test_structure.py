@@ -144,3 +144,20 @@ def test_no_module_is_over_the_size_limit():
     long = [f"{p.relative_to(ROOT)}: {n} lines" for p in [*ENGINE.rglob("*.py"), *(ROOT / "ui").rglob("*.py")]
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
     assert long == []
+
+
+# the symbols a page or a command may show: the fonts of a plain Debian (DejaVu Sans) have them; ✅ and ⛔ drew as
+# boxes in Debian's chromium, which has no emoji font
+FONT_SAFE = set("→≥⚠✓✗") | {"\ufe0f"}
+
+
+def _symbol(ch: str) -> bool:
+    return 0x2190 <= ord(ch) <= 0x2BFF or ord(ch) >= 0x1F000
+
+
+def test_shown_symbols_are_in_common_fonts():
+    assert _symbol("✅") and _symbol("⛔") and not _symbol("…")  # the check sees what it is meant to see
+    shown = [*ENGINE.rglob("*.py"), *(ROOT / "ui").rglob("*.py"), ROOT / "app.py", *(ROOT / "space").rglob("*.py")]
+    odd = sorted({f"{p.relative_to(ROOT)}: {ch} U+{ord(ch):04X}" for p in shown
+                  for ch in p.read_text(encoding="utf-8") if _symbol(ch) and ch not in FONT_SAFE})
+    assert odd == []

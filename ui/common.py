@@ -182,11 +182,12 @@ def ui_errors(fn: Callable | None = None, *, toast: bool = True) -> Callable:
     return wrapper
 
 
-MARKS = {"ok": "✅", "warn": "⚠️", "error": "⛔"}
+# marks every system font has (DejaVu Sans on Debian lacks U+2705 and U+26D4: they showed as boxes)
+MARKS = {"ok": "✓", "warn": "⚠️", "error": "✗"}
 
 
 def message(text: str, kind: str = "ok") -> str:
-    """Markdown for a message panel: ✅ done, ⚠️ warning, ⛔ error (the panel keeps it until the next action)."""
+    """Markdown for a message panel: ✓ done, ⚠️ warning, ✗ error (the panel keeps it until the next action)."""
     return f"{MARKS[kind]} {text}" if text else ""
 
 

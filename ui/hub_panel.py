@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import gradio as gr
 
 from engine.hub.client import HubError
-from ui.common import ui_errors
+from ui.common import message, show_errors, ui_errors
 
 SIGN_IN = "Sign in with Hugging Face to push"
 
@@ -60,8 +60,8 @@ def push(run_dir: Path, repo_id: str, private: bool, oauth_token: gr.OAuthToken 
     except HubError as e:
         raise gr.Error("; ".join(e.problems), print_exception=False) from None
     shown = urlsplit(url).path.strip("/") or url  # the Hub id, e.g. alice/bbc
-    return (f"✅ Pushed {'privately ' if private else ''}to [{shown}]({url})\n\n"
-            f"Use `{shown}` as the model in the Prediction tab, or as a base model here.")
+    return message(f"Pushed {'privately ' if private else ''}to [{shown}]({url})\n\n"
+                   f"Use `{shown}` as the model in the Prediction tab, or as a base model here.")
 
 
 def build(run_picker: gr.components.Component, run_dir_of: Callable[[str], Path]) -> dict:
@@ -92,7 +92,7 @@ def build(run_picker: gr.components.Component, run_dir_of: Callable[[str], Path]
     run_picker.change(suggest, [run_picker, c["repo"], c["suggested"]], [c["repo"], c["suggested"]],
                       api_name="hub_suggest_repo", show_progress="hidden")
 
-    @ui_errors
+    @ui_errors(toast=False)
     def on_push(run_name: str | None, repo_id: str, private: bool, oauth_token: gr.OAuthToken | None):
         if not run_name:
             raise gr.Error("select a finished run first", print_exception=False)
@@ -102,6 +102,7 @@ def build(run_picker: gr.components.Component, run_dir_of: Callable[[str], Path]
             raise gr.Error(str(e), print_exception=False) from None
         return push(run_dir, repo_id, private, oauth_token)
 
-    c["push"].click(on_push, [run_picker, c["repo"], c["private"]], c["result"], api_name="push",
-                    concurrency_id="hub_push")
+    done = c["push"].click(on_push, [run_picker, c["repo"], c["private"]], c["result"], api_name="push",
+                           concurrency_id="hub_push")
+    show_errors(done, on_push, c["result"])  # a refused push replaces the last push's line
     return c

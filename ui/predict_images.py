@@ -19,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from ui import explain_view
-from ui.common import model_dir, ui_errors
+from ui.common import model_dir, show_errors, ui_errors
 from ui.examples import IMAGE_LIMIT, RunExamples
 from ui.image_reading import drawing, image_model
 
@@ -72,7 +72,7 @@ def _web_predict(image, model: str, revision: str) -> tuple[dict, str]:
     return probs, f"`{model}`: **{top}** ({probs[top]:.0%}) of {len(lm.labels)} labels"
 
 
-@ui_errors
+@ui_errors(toast=False)
 def predict_image(image, model: str, revision: str):
     """Labels with probabilities for one uploaded image (a path: the engine opens and converts it)."""
     if image is None:
@@ -81,7 +81,7 @@ def predict_image(image, model: str, revision: str):
     return _web_predict(image, model, revision)  # the engine opens the file; a broken one is one clear line
 
 
-@ui_errors
+@ui_errors(toast=False)
 def predict_sketch(sketch, model: str, revision: str):
     """Labels with probabilities for a digit drawn on the sketchpad."""
     return _web_predict(drawing(sketch), model, revision)
@@ -171,10 +171,21 @@ def build(model: gr.Dropdown, revision: gr.Textbox, limits: dict, demo=None) -> 
                                         elem_id="predict-sketch-label")
                 sketch_note = gr.Markdown(label="drawing details", elem_id="predict-sketch-note")
                 explain_view.build_sketch(model, revision, sketch, explain)
-    go_image.click(predict_image, [image, model, revision], [label, note], api_name="predict_image", **limits)
-    go_sketch.click(predict_sketch, [sketch, model, revision], [sketch_label, sketch_note],
-                    api_name="predict_sketch", **limits)
-    examples.click(pick_example, [examples], [image], api_name="pick_image_example", show_progress="hidden")
+    # each panel shows the last action's result only: a failure empties the label and puts its line in the note,
+    # a picked example is predicted at once, a cleared image takes its answer with it
+    done = go_image.click(predict_image, [image, model, revision], [label, note], api_name="predict_image", **limits)
+    show_errors(done, predict_image, note, reset=lambda: (None,), outputs=[label])
+    done = go_sketch.click(predict_sketch, [sketch, model, revision], [sketch_label, sketch_note],
+                           api_name="predict_sketch", **limits)
+    show_errors(done, predict_sketch, sketch_note, reset=lambda: (None,), outputs=[sketch_label])
+    done = examples.click(pick_example, [examples], [image], api_name="pick_image_example", show_progress="hidden"
+                          ).then(predict_image, [image, model, revision], [label, note], api_name="predict_image_example",
+                                 api_visibility="private", **limits)
+    show_errors(done, predict_image, note, reset=lambda: (None,), outputs=[label])
+    image.clear(lambda: (None, ""), None, [label, note], api_name="predict_image_cleared", api_visibility="private",
+                queue=False, show_progress="hidden")
+    sketch.clear(lambda: (None, ""), None, [sketch_label, sketch_note], api_name="predict_sketch_cleared",
+                 api_visibility="private", queue=False, show_progress="hidden")
     # clearing the canvas also drops the tool: pick the brush again so the next drag draws
     sketch.clear(None, js=SELECT_BRUSH_JS, api_name="select_brush_after_clear", api_visibility="private")
     return {"group": group, "sketch_col": sketch_col, "examples": examples, "examples_hint": hint}

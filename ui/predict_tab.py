@@ -32,7 +32,7 @@ from engine.hub import client as hub_client
 from engine.serving.predictor import check_text, shared_predictor
 from engine.tasks.text_classification.auto_precision import describe as describe_precision
 from ui import examples, explain_view, heads_view, predict_images
-from ui.common import AppContext, finished_runs, model_dir, progress_adapter, ui_errors
+from ui.common import AppContext, finished_runs, model_dir, progress_adapter, show_errors, ui_errors
 
 FILE_TYPES = [".csv", ".jsonl", ".parquet"]
 # the input kind of the picked model's task (engine.tasks) decides which input group is shown
@@ -110,7 +110,7 @@ def _outputs(lm) -> str:
     return f"{len(lm.labels)} labels" if len(lm.labels) > 1 else f"one output ({lm.labels[0]})"
 
 
-@ui_errors
+@ui_errors(toast=False)
 def predict(text: str, model: str, revision: str, precision: str = "auto", progress=gr.Progress()):
     """Labels with probabilities for one text (multi-label: the labels over their thresholds, with every score;
     regression: the number beside the training range; ui/heads_view.prediction)."""
@@ -122,7 +122,7 @@ def predict(text: str, model: str, revision: str, precision: str = "auto", progr
     return shown, _note(model, revision, lm, *predictor.tokens_used(lm, text), said, precision)
 
 
-@ui_errors
+@ui_errors(toast=False)
 def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: str, precision: str = "auto",
             progress=gr.Progress()):
     """The same text through two models, side by side."""
@@ -142,7 +142,7 @@ def compare(text: str, model_a: str, revision_a: str, model_b: str, revision_b: 
     return out[0], out[1], "\n\n".join(notes)
 
 
-@ui_errors
+@ui_errors(toast=False)
 def predict_file(file: str | None, model: str, revision: str, text_column: str, precision: str = "auto",
                  progress=gr.Progress()):
     """A csv/jsonl/parquet file back with predicted_label and score columns, plus a preview."""
@@ -155,7 +155,7 @@ def predict_file(file: str | None, model: str, revision: str, text_column: str, 
     note = (f"{res.rows:,} rows classified from column `{res.text_column}` in {res.seconds:.1f} s "
             f"({res.rows / max(res.seconds, 1e-9):.0f} rows/s); first {len(res.preview)} shown below "
             "(click a cell to read more of it; the file has every text whole).")
-    return str(res.output), preview_table(res.preview), note
+    return str(res.output), preview_table(res.preview), note, gr.update(visible=True)
 
 
 def preview_table(df):
@@ -305,10 +305,12 @@ def build(ctx: AppContext) -> None:
                     go_file = gr.Button("Classify file", variant="primary", elem_id="predict-file-button")
                 file_out = gr.File(label="Predictions file", interactive=False, elem_id="predict-file-out")
             file_note = gr.Markdown(label="summary", elem_id="predict-file-note")
-            preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=360,
-                                   max_chars=PREVIEW_SHOWN, pinned_columns=len(PREVIEW_FIRST),
-                                   column_widths=["150px", "90px"],  # the pinned pair; the rest size to content
-                                   elem_id="predict-file-preview")
+            # hidden until a file is classified: an empty table would show the placeholder headers "1 2 3"
+            with gr.Column(visible=False, elem_id="predict-file-preview-column") as preview_col:
+                preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=360,
+                                       max_chars=PREVIEW_SHOWN, pinned_columns=len(PREVIEW_FIRST),
+                                       column_widths=["150px", "90px"],  # the pinned pair; the rest size to content
+                                       elem_id="predict-file-preview")
 
         with gr.Accordion("Compare two models on the same text", open=False):
             with gr.Row():
@@ -323,17 +325,27 @@ def build(ctx: AppContext) -> None:
 
     ctx.components.update({"prediction.model": model, "prediction.revision": revision,
                            "prediction.model_b": model_b})
-    go.click(predict, [text, model, revision, precision], [label, note], api_name="predict", **limits)
-    text.submit(predict, [text, model, revision, precision], [label, note], api_name="predict_submit", **limits)
-    go_compare.click(compare, [text, model, revision, model_b, revision_b, precision], [label_a, label_b, compare_note],
-                     api_name="compare", **limits)
-    go_file.click(predict_file, [file_in, model, revision, column, precision], [file_out, preview, file_note],
-                  api_name="predict_file", concurrency_limit=2, concurrency_id="predict_file")
+    # each panel shows the last action's result only: a failure empties the result and puts its line in the note
+    for event, name in ((go.click, "predict"), (text.submit, "predict_submit")):
+        done = event(predict, [text, model, revision, precision], [label, note], api_name=name, **limits)
+        show_errors(done, predict, note, reset=lambda: (None,), outputs=[label])
+    done = go_compare.click(compare, [text, model, revision, model_b, revision_b, precision],
+                            [label_a, label_b, compare_note], api_name="compare", **limits)
+    show_errors(done, compare, compare_note, reset=lambda: (None, None), outputs=[label_a, label_b])
+    done = go_file.click(predict_file, [file_in, model, revision, column, precision],
+                         [file_out, preview, file_note, preview_col], api_name="predict_file", concurrency_limit=2,
+                         concurrency_id="predict_file")
+    show_errors(done, predict_file, file_note, reset=lambda: (None, None, gr.update(visible=False)),
+                outputs=[file_out, preview, preview_col])
     kind = gr.State(None)  # the picked model's input kind, from model_info to model_examples (not in the API)
     widgets = [info, text_group, image["group"], image["sketch_col"], text_tools, precision_col, kind]
     shown_examples = [text_examples, text_hint, image["examples"], image["examples_hint"]]
-    text_examples.click(pick_text_example, [text_examples], [text], api_name="pick_text_example",
-                        show_progress="hidden")
+    # a clicked example is predicted at once: the panel below never shows the previous text's answer
+    picked = text_examples.click(pick_text_example, [text_examples], [text], api_name="pick_text_example",
+                                 show_progress="hidden")
+    done = picked.then(predict, [text, model, revision, precision], [label, note], api_name="predict_example",
+                       api_visibility="private", **limits)
+    show_errors(done, predict, note, reset=lambda: (None,), outputs=[label])
     # the examples follow the info: a Hub id's kind is known once its config.json is read
     model.change(model_info, [model, revision], widgets, api_name="model_info").then(
         None, js=predict_images.SELECT_BRUSH_JS, api_name="select_brush", api_visibility="private").then(

@@ -113,7 +113,7 @@ def failure_html(info: dict | None) -> str | None:
 
     line = html.escape(hide_server_paths(info.get("error") or "the training process stopped without an error line"))
     return (f"<div id='run-error' role='alert' style='border:2px solid #dc2626;background:#fef2f2;color:#7f1d1d;"
-            f"border-radius:6px;padding:10px 12px'><div style='font-weight:700;font-size:1.1em'>⛔ Run failed</div>"
+            f"border-radius:6px;padding:10px 12px'><div style='font-weight:700;font-size:1.1em'>✗ Run failed</div>"
             f"<div style='margin:6px 0;font-family:var(--font-mono,monospace);white-space:pre-wrap'>{line}</div>"
             f"<div>The log below shows what the run did before it stopped. Fix the cause, then press <b>Resume</b> "
             f"and {resume}, or start a new run.</div></div>")

@@ -119,7 +119,8 @@ def _run_widgets(c: dict) -> None:
                            elem_id="train-command", interactive=False)
     with gr.Accordion("Pre-flight report (optional: measures a few real steps)", open=True):
         c["report"] = gr.Markdown(elem_id="train-report")
-        with gr.Row():
+        # hidden until a Check fills them: an empty table would show the placeholder headers "1 2 3"
+        with gr.Row(visible=False, elem_id="train-tables") as c["tables"]:
             c["first_rows"] = gr.Dataframe(label="first rows", elem_id="train-first-rows", wrap=True)
             c["label_counts"] = gr.Dataframe(label="label counts", elem_id="train-label-counts")
     with gr.Accordion("config.yaml", open=False, elem_id="train-yaml-accordion"):
@@ -280,7 +281,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
             rep = preflight(cfg, world_size=2 if accel == "cpu_ddp.yaml" else 1, timed_steps=1,
                             progress=lambda f, d="": progress(f, desc=d), checked=checked)
         except (ConfigError, JobError) as e:
-            return _problems_md(e), "", None, None, gr.update(), gr.update(), None, None, []
+            return _problems_md(e), "", None, None, gr.update(), gr.update(), None, None, [], gr.update(visible=False)
         argv, env = command_for(mgr.runs_dir / name, accel)
         yaml_text = cfg.to_yaml()
         path = Path(tempfile.mkdtemp(prefix="hubtune-cfg-")) / "config.yaml"
@@ -291,7 +292,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
                        f"{_minutes(rep['whole_run_seconds'])} here", "warn" if long else "ok")
         estimate = {"key": _estimate_key(cfg), "seconds": rep["whole_run_seconds"], "steps": rep["total_steps"]}
         return (note, report_markdown(rep), pd.DataFrame(rep["first_rows"]), counts, display_command(argv, env),
-                yaml_text, str(path), estimate, rep["warnings"])
+                yaml_text, str(path), estimate, rep["warnings"], gr.update(visible=True))
 
     def show_hints(warnings):
         updates = [forms.hint_update(field, warnings or []) for field in c["hints"]]
@@ -299,7 +300,8 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
 
     dep = (c["check"].click(lock, None, [*buttons, c["problems"]], api_name="train_check_lock", queue=False,
                             show_progress="hidden")
-           .then(check, plan_inputs, [*check_outputs, c["estimate"], c["check_warnings"]], api_name="train_check",
+           .then(check, plan_inputs, [*check_outputs, c["estimate"], c["check_warnings"], c["tables"]],
+                 api_name="train_check",
                  show_progress_on=[c["problems"], c["report"]]))
     dep.then(unlock, None, buttons, api_name="train_check_unlock", queue=False, show_progress="hidden")
     # the hints follow Check in their own step, so /train_check's outputs stay what API clients already read

@@ -138,9 +138,17 @@ def test_clearing_or_a_refused_upload_leaves_no_data_behind(served, page, tmp_pa
     good = _csv(tmp_path / "reviews.csv", ["article", "topic"], _articles(120))
     _upload(page, good)
     assert "columns: article, topic" in _wait_panel(page, "Uploaded")
+    _choose(page, "train-text-col", "article")
+    _choose(page, "train-label-col", "topic")
+    assert "valid" in _check_lines(page)[0]
+    command = page.locator("#train-command")
+    assert "--config" in command.inner_text()
 
     page.locator("#train-upload button[aria-label='Clear']").click()
     assert "Upload cleared" in _wait_panel(page, "Upload cleared")
+    # the command follows the cleared state: no run's config is named any more
+    page.wait_for_function("!(document.querySelector('#train-command')?.innerText || '').includes('--config')")
+    assert "no file uploaded yet" in command.inner_text()
     lines = _check_lines(page)
     assert lines == ["train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file, or a .zip of "
                      "images"], lines
@@ -156,8 +164,10 @@ def test_clearing_or_a_refused_upload_leaves_no_data_behind(served, page, tmp_pa
     assert "is empty" in refused and not re.search(r"/(tmp|work|root|home)\b|uploads/", refused), refused  # no path
     assert "empty.csv" in refused
     page.locator("#train-upload input[type=file]").wait_for(state="attached")  # the refused file is taken off
-    # Check has no file: it falls back neither on the refused one nor on reviews.csv before it
-    assert _check_lines(page)[0].startswith("train_file: no file uploaded yet")
+    # Check has no file: it falls back neither on the refused one nor on reviews.csv before it, and says why:
+    # the refusal stays the reason until the next upload, for Check and Start alike
+    reason = refused.removeprefix("✗").strip()
+    assert _check_lines(page) == [reason] and _start_lines(page) == [reason]
     assert _run_dirs(runs_dir) == []
     _shot(page, "2_refused_upload_then_check")
 
@@ -203,7 +213,7 @@ def test_start_waits_while_a_check_runs(served, page):
     assert "ETA" in page.locator("#train-report").inner_text()
 
 
-def test_command_and_config_are_live_and_are_what_start_runs(served, page):
+def test_command_and_config_are_live_and_are_what_start_runs(served, page, tmp_path):
     url, runs_dir = served
     _fine_tuning(page, url)
     command = page.locator("#train-command .cm-content")
@@ -242,6 +252,19 @@ def test_command_and_config_are_live_and_are_what_start_runs(served, page):
              "an automatic one"]
     assert _check_lines(page) == taken and _start_lines(page) == taken
     assert _run_dirs(runs_dir) == [name]
+
+    # the command box follows the data, also after a Start: a cleared upload names no run's config
+    page.locator("#train-run-name textarea, #train-run-name input").first.fill("")
+    page.locator("[data-testid='Upload a file-radio-label']").click()
+    _upload(page, _csv(tmp_path / "after start.csv", ["text", "label"], _articles(60)))
+    _wait_panel(page, "Uploaded")
+    page.wait_for_function("() => /after-start-1\\/config\\.yaml/.test("
+                           "document.querySelector('#train-command .cm-content')?.innerText || '')")
+    page.locator("#train-upload button[aria-label='Clear']").click()
+    _wait_panel(page, "Upload cleared")
+    page.wait_for_function("() => (document.querySelector('#train-command')?.innerText || '').includes("
+                           "'no file uploaded yet')")
+    assert "config.yaml" not in page.locator("#train-command").inner_text()
 
 
 def test_a_failed_run_shows_its_cause(served, page, tmp_path, tiny_run):

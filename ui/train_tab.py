@@ -26,7 +26,7 @@ from engine.tasks.image_classification.data import ARCHIVES
 from engine.training.launch import accelerate_configs, command_for, display_command, place
 from ui import base_models, forms, run_panel, search_panel
 from ui.common import SessionValue, hide_server_paths, message, show_errors, ui_errors
-from ui.train_upload import DEFAULT_COLUMNS, wire_upload
+from ui.train_upload import DEFAULT_COLUMNS, missing_line, stored_path, wire_upload
 
 TAB_ID = "train"
 # fields with their own widgets above the generated form, or managed by the job runner
@@ -146,9 +146,8 @@ def _values(uploaded: str | None, base_model, source, bundled, hub_id, text_col,
     if source == SOURCES[0]:
         values["dataset_name"] = bundled
     elif source == SOURCES[1]:
-        if not uploaded:
-            raise ConfigError("train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file, or a "
-                              ".zip of images")
+        if not stored_path(uploaded):
+            raise ConfigError(missing_line(uploaded))
         values["train_file"] = uploaded
     else:
         values["dataset_name"] = (hub_id or "").strip() or None
@@ -163,7 +162,7 @@ def _data_task(source, bundled, uploaded):
     maps columns."""
     if source == SOURCES[0]:
         return tasks.for_data(dataset_name=bundled)
-    return tasks.for_data(train_file=uploaded) if source == SOURCES[1] else tasks.for_data()
+    return tasks.for_data(train_file=stored_path(uploaded)) if source == SOURCES[1] else tasks.for_data()
 
 
 def _plan(mgr: JobManager, uploaded, run_name, *args):
@@ -209,13 +208,15 @@ def _preview(mgr: JobManager, uploaded, accel, run_name, *args):
         cfg, name = _plan(mgr, uploaded, run_name, *args)
     except (ConfigError, JobError, gr.Error) as e:
         lines = e.problems if isinstance(e, ConfigError) else [str(getattr(e, "message", e))]
-        return "", "# not ready yet:\n" + "".join(f"# - {hide_server_paths(p)}\n" for p in lines)
+        shown = "".join(f"# - {hide_server_paths(p)}\n" for p in lines)
+        return "# not ready yet:\n" + shown, "# not ready yet:\n" + shown
     argv, env = command_for(mgr.runs_dir / name, accel)
     return display_command(argv, env), cfg.to_yaml()
 
 
 def _wire(c, mgr: JobManager) -> None:
-    uploads = SessionValue()  # the stored upload of each session: what Check, Start and the preview train on
+    # the stored upload of each session (what Check, Start and the preview train on), or ui.train_upload.Refused
+    uploads = SessionValue()
     form_inputs = [c["form"][n] for n in forms_names()]
     data_inputs = [c["base_model"], c["source"], c["bundled"], c["hub_id"], c["text_col"], c["label_col"]]
     plan_inputs = [c["run_name"], c["accel"], *data_inputs, *form_inputs]

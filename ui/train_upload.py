@@ -3,17 +3,36 @@ checks, fill the column pickers; a cleared or refused upload resets them."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gradio as gr
 
 from engine import tasks
 from engine.runs.jobs import JobManager, save_upload
-from ui.common import SessionValue, message, show_errors, ui_errors
+from ui.common import SessionValue, error_line, message, show_errors, ui_errors
 
 TEXT_NAMES = ("text", "sentence", "review", "content", "document", "article", "body")
 LABEL_NAMES = ("label", "labels", "category", "topic", "class", "sentiment", "target")
 DEFAULT_COLUMNS = ["text", "label"]
+NO_UPLOAD = "train_file: no file uploaded yet; upload a .csv, .json, .jsonl or .parquet file, or a .zip of images"
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """What the session's upload value holds after a refused file: the refusal's line, which Check and Start
+    repeat until the next upload (not 'no file uploaded yet', as if nothing had happened)."""
+    line: str
+
+
+def stored_path(uploaded) -> str | None:
+    """The stored upload's path, or None (nothing uploaded, cleared, or refused)."""
+    return uploaded if isinstance(uploaded, str) else None
+
+
+def missing_line(uploaded) -> str:
+    """Why there is no file to train on: the last refusal's line, else that none was uploaded."""
+    return uploaded.line if isinstance(uploaded, Refused) else NO_UPLOAD
 
 
 def _upload_columns(info: dict) -> tuple[dict, dict, str]:
@@ -41,11 +60,14 @@ def wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> 
         uploads.set(None)  # before anything can fail: a refused file never leaves the previous one in use
         if not file:
             return (*_reset_columns(), "")
-        saved = save_upload(file, mgr.runs_dir, Path(file).name)
+        saved = None
         try:
+            saved = save_upload(file, mgr.runs_dir, Path(file).name)
             result = _upload_columns(tasks.describe_file(saved))  # read with the trainer's own checks
-        except Exception:
-            saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
+        except Exception as e:
+            if saved is not None:
+                saved.unlink(missing_ok=True)  # an unreadable upload is not kept in runs/uploads
+            uploads.set(Refused(error_line(e)))
             raise
         uploads.set(str(saved))
         return result

@@ -145,3 +145,40 @@ def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+
+
+class _NoLoadReport(logging.Filter):
+    """Drops transformers' load report: a table with terminal colour codes whose 'classifier.weight | MISSING'
+    rows read as an error in a log, although a new head is what fine-tuning starts from."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+def from_pretrained(auto_class, path, **kwargs):
+    """`auto_class.from_pretrained(path, **kwargs)` that says in plain lines what did not load: a new head (expected
+    when fine-tuning), base weights missing from the checkpoint (a warning), checkpoint weights this architecture
+    does not use (the pretraining head, dropped)."""
+    reporter = logging.getLogger("transformers.modeling_utils")
+    quiet = _NoLoadReport()
+    reporter.addFilter(quiet)
+    try:
+        model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
+    finally:
+        reporter.removeFilter(quiet)
+    prefix = f"{model.base_model_prefix}."
+    new = sorted(k for k in info.get("missing_keys") or () if not k.startswith(prefix))
+    base = sorted(k for k in info.get("missing_keys") or () if k.startswith(prefix))
+    resized = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ())
+    unused = sorted(info.get("unexpected_keys") or ())
+    if new or resized:
+        log.info("model: a new classification head (%s) starts untrained: expected, this run trains it",
+                 ", ".join(sorted({*new, *resized})[:6]))
+    if base:
+        log.warning("model: %d weights of the base model are not in '%s' and start random (%s); training still "
+                    "works but starts further from the pretrained model", len(base), Path(str(path)).name,
+                    ", ".join(base[:4]))
+    if unused:
+        log.info("model: %d weights in the checkpoint are not used by this architecture (e.g. %s): dropped",
+                 len(unused), unused[0])
+    return model

@@ -145,6 +145,11 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
     assert "accuracy" in metrics
     assert "sports" in page.locator("#train-per-class").inner_text()
     assert page.locator("#train-runs").inner_text().count(run_name) >= 1
+    # the log says in plain words that the head is new: no colour codes, no table of MISSING weights
+    page.wait_for_function("(document.querySelector('#train-log')?.innerText || '').includes('model saved to')")
+    log = page.locator("#train-log").inner_text()
+    assert "a new classification head (classifier.bias, classifier.weight) starts untrained" in log, log[-3000:]
+    assert "\x1b" not in log and "␛" not in log and "MISSING" not in log and "LOAD REPORT" not in log
     _shot(page, "3_done", doc="fine-tuning.png")
 
     page.locator("#train-open-predict").click()

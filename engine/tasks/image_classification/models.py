@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import ConfigError
-from engine.modeling import PlainConfig, is_plain_model, read_json_config
+from engine.modeling import PlainConfig, from_pretrained, is_plain_model, read_json_config
 
 BUILTIN_MLP = "mlp"
 BUILTIN_VIT = "vit-tiny"
@@ -266,8 +266,8 @@ def load_for_training(source, label_names: list[str], processor, head=None):
     relabel = [old.get(i) for i in range(len(old))] != list(label_names)
     (head or heads.SINGLE_LABEL).configure(config, list(label_names))
     try:
-        return AutoModelForImageClassification.from_pretrained(path, config=config, use_safetensors=True,
-                                                               trust_remote_code=False, ignore_mismatched_sizes=relabel)
+        return from_pretrained(AutoModelForImageClassification, path, config=config, use_safetensors=True,
+                               trust_remote_code=False, ignore_mismatched_sizes=relabel)
     except ValueError as e:
         raise ConfigError(f"model_name_or_path: '{path}' is not an image classification architecture "
                           f"({str(e).splitlines()[0][:160]}); use mlp, vit-tiny or e.g. a ViT/ConvNeXt/ResNet "
@@ -283,7 +283,7 @@ def load_for_inference(path: Path, allow_user_code: bool = False):
     else:
         from transformers import AutoModelForImageClassification
 
-        model = AutoModelForImageClassification.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
+        model = from_pretrained(AutoModelForImageClassification, path, use_safetensors=True, trust_remote_code=False)
     return model.eval(), load_processor(path, model.config)
 
 

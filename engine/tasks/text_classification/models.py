@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.modeling import load_config, load_tokenizer
+from engine.modeling import from_pretrained, load_config, load_tokenizer
 from engine.tasks import heads
 
 log = logging.getLogger("hubtune")
@@ -37,9 +37,8 @@ def load_for_training(path: Path, label_names: list[str], attention_dropout: flo
     if attention_dropout is not None:
         for key in original:  # read by the attention layers when they are built
             setattr(config, key, attention_dropout)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, use_safetensors=True, trust_remote_code=False,
-        ignore_mismatched_sizes=relabel, attn_implementation="sdpa")
+    model = from_pretrained(AutoModelForSequenceClassification, path, config=config, use_safetensors=True,
+                            trust_remote_code=False, ignore_mismatched_sizes=relabel, attn_implementation="sdpa")
     for key, value in original.items():
         setattr(model.config, key, value)
     return model
@@ -50,6 +49,6 @@ def load_for_inference(path: Path):
     from transformers import AutoModelForSequenceClassification
 
     config = load_config(path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, config=config, use_safetensors=True, trust_remote_code=False, attn_implementation="sdpa")
+    model = from_pretrained(AutoModelForSequenceClassification, path, config=config, use_safetensors=True,
+                            trust_remote_code=False, attn_implementation="sdpa")
     return model.eval(), load_tokenizer(path)

@@ -50,10 +50,12 @@ def serve(demo) -> Iterator[str]:
     """Launch `demo` on 127.0.0.1:<free port> in this process; yield its URL; close it at the end."""
     from unittest import mock
 
+    import app
+
     demo.queue()
     with mock.patch("gradio.networking.url_ok", patient_url_ok):
         _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                quiet=True)
+                                quiet=True, theme=app.theme())  # the look `python app.py` serves
     try:
         yield url.rstrip("/") + "/"
     finally:

@@ -233,6 +233,15 @@ def test_each_panel_shows_the_last_action_only(browser, launched_app, app_runs_d
         page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('tokens')")
         assert _label_text(page) == next(iter(shared_predictor().predict_text(model, texts[0])))
 
+        # bold text is drawn in one font (gradio's semi-bold file has 55 glyphs: "1 · Base" mixed two fonts)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        title = cdp.send("DOM.querySelector", {"nodeId": cdp.send("DOM.getDocument")["root"]["nodeId"],
+                                               "selector": "h2"})["nodeId"]
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": title})["fonts"]
+        assert len(fonts) == 1 and fonts[0]["isCustomFont"], fonts  # the app's own font file, no fallback
+
         box.fill("")  # an empty text: the error replaces the answer and its note
         page.locator("#predict-button").click()
         page.wait_for_function("(document.querySelector('#predict-note')?.innerText || '').includes('✗')")

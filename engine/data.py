@@ -8,6 +8,7 @@ Problems raise `DataError` with one line that names the field and the fix.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,15 @@ from engine.errors import ConfigError, DataError
 
 DATA_EXTENSIONS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 NUMBER_TYPES = ("int", "uint", "float", "bool", "double", "decimal")
+
+# an upload is stored as runs/uploads/<YYYYmmdd-HHMMSS>-<name> (engine.runs.jobs.save_upload)
+UPLOAD_STAMP = re.compile(r"^\d{8}-\d{6}-")
+
+
+def given_name(path) -> str:
+    """The name a user knows a data file by: a stored upload's name without its time stamp."""
+    return UPLOAD_STAMP.sub("", Path(str(path)).name)
+
 
 _TRANSFORMERS_LOCK = threading.Lock()
 _transformers_ready = False

@@ -19,6 +19,7 @@ from engine.errors import ConfigError
 from engine.rundir import RunDir
 from engine.runs import compare, leaderboard
 from engine.runs.jobs import JobError, JobManager
+from _run_view_fixtures import view_runs  # noqa: F401 - real text and image (digits) runs
 from test_browser_heads import head_runs  # noqa: F401 - the session's real regression and multi-label runs
 
 
@@ -212,3 +213,18 @@ def test_per_label_and_regression_metrics_side_by_side(head_runs, lr_runs):  # n
     rows = dict(zip(mixed["metric"], zip(mixed["vader"], mixed["bbc"])))
     assert pd.isna(rows["accuracy"][0]) and pd.isna(rows["R²"][1])  # each run has its own head's metrics only
     assert rows["R²"][0] == round(vader["validation"]["r2"], 4)
+
+
+def test_max_length_is_shown_for_text_runs_only(view_runs):  # noqa: F811
+    """An image run's config keeps the default max_seq_length (128); it reads no text, so its row shows none."""
+    digits = leaderboard.row(RunDir(view_runs / "digits"))
+    assert digits["task"] == "image-classification" and digits["max_seq_length"] is None
+    assert read_yaml_value(view_runs / "digits", "max_seq_length") == 128  # what the row no longer shows
+    text = leaderboard.row(RunDir(view_runs / "one-eval"))
+    assert text["task"] == "text-classification" and text["max_seq_length"] == 32
+
+
+def read_yaml_value(run_dir, key):
+    from engine.rundir import read_config
+
+    return read_config(RunDir(run_dir)).get(key)

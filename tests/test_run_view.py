@@ -125,6 +125,26 @@ def test_one_class_warning_in_results_and_card(view_runs, tiny_run):
     assert "does not tell the classes apart" not in str(build_model_card(tiny_run))
 
 
+def test_card_names_an_uploaded_file_as_the_user_named_it(tiny_run, tmp_path):
+    """An upload is stored as runs/uploads/<time stamp>-<name>; the card, the runs list and the page say <name>."""
+    import shutil
+
+    import yaml
+
+    from engine.hub.card import build_model_card
+    from engine.runs.jobs import data_label
+    from ui.common import hide_server_paths
+
+    run = shutil.copytree(tiny_run, tmp_path / "uploaded-run", ignore=shutil.ignore_patterns("checkpoint*"))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg.update(dataset_name=None, train_file=str(tmp_path / "uploads" / "20261207-101530-reviews_odd.csv"))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    card = str(build_model_card(run))
+    assert "local file reviews_odd.csv" in card and "20261207" not in card
+    assert data_label(cfg) == "reviews_odd"
+    assert hide_server_paths(f"cannot read '{cfg['train_file']}'") == "cannot read 'reviews_odd.csv'"
+
+
 def test_image_run_shows_misclassified_pictures(view_runs):
     from ui import run_view
 

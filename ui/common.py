@@ -18,6 +18,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from engine.config import ConfigError
+from engine.data import given_name
 from engine.rundir import RunDir, read_json
 
 log = logging.getLogger("hubtune")
@@ -133,7 +134,6 @@ def last_error(request: gr.Request | None, key: str) -> str | None:
 
 _QUOTED_PATH = re.compile(r"'(/[^']+)'")
 _BARE_PATH = re.compile(r"(?<![\w:/.~'])(/[\w.+@~-]+(?:/[\w.+@~-]+)+)")
-_UPLOAD_STAMP = re.compile(r"^\d{8}-\d{6}-")  # runs/uploads/<YYYYmmdd-HHMMSS>-<name> (engine.runs.jobs.save_upload)
 _UPLOADED = re.compile(r"/?(?:[\w.~-]+/)*uploads/\d{8}-\d{6}-([\w.~-]+)")  # a stored upload, relative path too
 
 
@@ -141,7 +141,7 @@ def hide_server_paths(text: str) -> str:
     """`text` with every absolute path on the server cut to its file name: a visitor of the app knows the file
     it uploaded or the run it picked, not where the server keeps them (and must not learn the server's layout)."""
     def name(match: re.Match) -> str:
-        return _UPLOAD_STAMP.sub("", Path(match.group(1)).name)
+        return given_name(match.group(1))
 
     text = _UPLOADED.sub(lambda m: m.group(1), text)
     text = _QUOTED_PATH.sub(lambda m: f"'{name(m)}'", text)

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import DEFAULT_MODEL
+from engine.data import given_name
 from engine.metrics import one_class_warning
 from engine.rundir import RunDir, read_json
 
@@ -39,7 +40,7 @@ def _dataset(cfg: dict) -> tuple[str, str, list[str] | None]:
         return name.split(":", 1)[1], (BUNDLED.get(name, (None, name))[1]), None
     if name:
         return name, name + (f" ({cfg['dataset_config_name']})" if cfg.get("dataset_config_name") else ""), [name]
-    return "custom", f"local file {Path(cfg.get('train_file') or 'data').name}", None
+    return "custom", f"local file {given_name(cfg.get('train_file') or 'data')}", None
 
 
 def _base_license(base: str, revision: str | None) -> str | None:

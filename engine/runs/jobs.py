@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import DATA_EXTENSIONS, TrainConfig
+from engine.data import given_name
 from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, read_json
 from engine.runs import processes
 from engine.training.launch import (ROOT, accelerate_configs, command_for, display_command, place, rel_path,
@@ -397,6 +398,5 @@ def data_label(cfg) -> str:
     if get("dataset_name"):
         return str(get("dataset_name")).removeprefix("bundled:")
     if get("train_file"):
-        # uploads are stored as <timestamp>-<name>; the name is what the user recognises
-        return re.sub(r"^\d{8}-\d{6}-", "", Path(get("train_file")).stem)
+        return Path(given_name(get("train_file"))).stem  # the name the user recognises
     return "data"

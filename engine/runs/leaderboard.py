@@ -42,11 +42,12 @@ def row(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
     speeds = [e["samples_per_second"] for e in events
               if e.get("type") == "train" and isinstance(e.get("samples_per_second"), (int, float))]
     started = status.get("started_at") or status.get("launched_at")
+    task = status.get("task") or _task(cfg)
     return {"name": base["name"], "group": base["name"].rpartition("/")[0], "state": base["state"],
-            "task": status.get("task") or _task(cfg), "base_model": base["model"],
+            "task": task, "base_model": base["model"],
             "dataset": data_label(cfg) if cfg else None, "metric": metric, "best_metric": best,
             "learning_rate": cfg.get("learning_rate"), "num_train_epochs": cfg.get("num_train_epochs"),
-            "batch_size": cfg.get("per_device_train_batch_size"), "max_seq_length": cfg.get("max_seq_length"),
+            "batch_size": cfg.get("per_device_train_batch_size"), "max_seq_length": cfg.get("max_seq_length") if _reads_text(task) else None,
             "step": base["step"], "total_steps": base["total_steps"], "duration_s": _duration(status, started),
             # the median of the train events' throughput windows: the first window's warm-up does not drag it down
             "samples_per_second": round(statistics.median(speeds), 2) if speeds else None,
@@ -82,6 +83,17 @@ def _task(cfg: dict) -> str | None:
     from engine import tasks
 
     return tasks.for_data(cfg.get("dataset_name"), cfg.get("train_file")).tag
+
+
+def _reads_text(tag: str | None) -> bool:
+    """Whether runs of this task read text: max_seq_length means nothing to an image run (its config still has
+    the default)."""
+    from engine import tasks
+
+    try:
+        return tasks.get(tag).input_kind == "text" if tag else True
+    except ConfigError:  # a tag this version does not serve: show what the config says
+        return True
 
 
 def _duration(status: dict, started: float | None) -> float | None:

@@ -51,14 +51,18 @@ def launch_options() -> dict:
 
 
 def serve_options(demo: gr.Blocks) -> dict:
-    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes
+    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes and refusals
     (engine/serving/rest.py) over the app's runs folder, handed to the FastAPI app Gradio builds so one server answers
     both."""
+    from gradio.route_utils import API_PREFIX
+
     from engine.serving import rest
     from engine.runs.jobs import MAX_UPLOAD_MB
 
-    # gradio refuses larger uploads before storing them; the job runner checks the same cap again
-    return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb", "app_kwargs": {"routes": rest.routes(demo.hubtune.runs_dir)}}
+    # gradio refuses larger uploads before storing them; the job runner checks the same cap again. Paths under
+    # Gradio's API prefix keep Gradio's own error shape: its clients read it.
+    return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb",
+            "app_kwargs": rest.server_options(demo.hubtune.runs_dir, leave=(API_PREFIX,))}
 
 
 def main() -> None:

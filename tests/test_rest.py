@@ -47,10 +47,15 @@ def _derived_run(tiny_run, out, problem_type):
 
 @pytest.fixture(scope="module")
 def runs(tiny_run, tmp_path_factory):
+    from _run_view_fixtures import DIGITS_ARGS
+    from engine.training.run import main
+
     runs = tmp_path_factory.mktemp("rest_runs")
     (runs / "tiny").symlink_to(tiny_run, target_is_directory=True)
     _derived_run(tiny_run, runs / "mesh", "multi_label_classification")
     _derived_run(tiny_run, runs / "group" / "rating", "regression")  # a run two levels deep: /models/group/rating
+    # an image run (the mlp, 3 steps on real 8x8 digits), the newest: a text endpoint neither serves nor offers it
+    assert main([*DIGITS_ARGS, "--output_dir", str(runs / "digits")]) == 0
     return runs
 
 
@@ -261,3 +266,39 @@ def test_load_bench_quick_runs_end_to_end(runs, tmp_path):
     assert alone["correct"] == alone["requests"] == batched["requests"] == 40 and not batched["failures"]
     assert alone["predictor_calls"] == 40 and batched["predictor_calls"] < 40  # the clients shared calls
     assert report["ratio"] > 0 and "whole process wall time" in proc.stdout
+
+
+# (method, path, status, words the one-line error must contain): the endpoint's paths refused by the server itself
+UNROUTED = [
+    ("GET", "/models/tiny", 405, "method: GET is not served on /models/tiny; use POST"),
+    ("GET", "/models", 405, "use POST"),
+    ("GET", "/predict", 405, "use POST"),
+    ("POST", "/info", 405, "use GET"),
+    ("DELETE", "/health", 405, "use GET"),
+    ("POST", "/models", 404, "model: missing; POST /models/<name>"),
+    ("GET", "/predict/x", 404, "path: no route /predict/x; the endpoint answers POST /models/<name>"),
+    ("GET", "/info/tiny", 404, "path: no route /info/tiny"),
+    ("GET", "/v1/models", 404, "path: no route /v1/models"),
+    ("POST", "/model/tiny", 404, "GET /health"),
+]
+
+
+def test_every_refusal_of_the_endpoints_paths_is_one_json_line(http, headlines):
+    """Wrong methods and paths no route answers get the endpoint's `{"error"}` (status kept, 405 with Allow), not
+    the server's `{"detail"}`; the unknown-model 404 offers only the runs the endpoint serves, and an image run is
+    refused by name (422) without being loaded."""
+    for method, path, status, words in UNROUTED:
+        r = http.request(method, path, json={"inputs": headlines[0]})
+        assert r.status_code == status and list(r.json()) == ["error"], (method, path, r.status_code, r.text)
+        assert words in r.json()["error"] and "\n" not in r.json()["error"], (method, path, r.text)
+        if status == 405:  # the method it names is the one the Allow header has
+            assert words.split("use ")[1].split()[0] in r.headers["allow"].split(", "), r.headers
+    assert http.get("/gradio_api/no-such-route").json() == {"detail": "Not Found"}  # Gradio's clients read its shape
+    error = http.post("/models/no-such-run", json={"inputs": "x"}).json()["error"]
+    offered, _, rest = error.partition("not served here (images): ")
+    assert all(name in offered for name in ("tiny", "mesh", "group/rating")) and "digits" not in offered, error
+    assert rest.startswith("digits"), error
+    r = http.post("/models/digits", json={"inputs": headlines[0]})
+    assert r.status_code == 422 and r.json() == {"error": "model: 'digits' is an image-classification model; this "
+                                                          "endpoint classifies text"}
+    assert all("digits" not in str(key) for key in shared_predictor().cache.keys()), "an image run was loaded"

@@ -1,4 +1,5 @@
-"""The REST endpoint, served by the web app's own server (app.py hands these routes to Gradio's FastAPI app):
+"""The REST endpoint, served by the web app's own server (app.py hands these routes and refusals to Gradio's FastAPI
+app):
 
     POST /models/{model}   Hugging Face Inference API, text classification (InferenceClient(base_url=URL/models/x))
     POST /predict          text-embeddings-inference's predict, on the default model
@@ -6,9 +7,10 @@
     GET  /health           200 {"status": "ok"} while the server serves (no token needed, loads nothing)
 
 Formats, models and settings: engine/serving/endpoint.py. Every refusal is JSON `{"error": "one line"}` with a 4xx
-status (bad JSON 400, missing or wrong token 401, unknown model 404, too big 413, bad inputs 422); an unexpected failure
-is a 500 with the same shape, its traceback in the server's log only, and the server keeps serving. The token is
-compared in constant time and never logged.
+status (bad JSON 400, missing or wrong token 401, unknown model or path 404, wrong method 405, too big 413, bad inputs
+422); an unexpected failure is a 500 with the same shape, its traceback in the server's log only, and the server keeps
+serving. A path no route answers gets that shape too, except under the paths the app leaves to Gradio (/gradio_api:
+its clients read Gradio's own `{"detail"}`). The token is compared in constant time and never logged.
 
 Requests are handled on the server's event loop: the body is read with its size capped, the model is loaded in a worker
 thread (once, in the Predictor's cache shared with the Prediction tab), and the texts go to the micro-batcher
@@ -34,9 +36,17 @@ from engine.serving.endpoint import ApiError, Settings
 log = logging.getLogger("hubtune")
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+PATHS = ("/models", "/predict", "/info", "/health")  # the endpoint's own paths, and everything under them
+ROUTES_LINE = "POST /models/<name>, POST /predict, GET /info, GET /health"
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    headers = {**(headers or {}), **({"WWW-Authenticate": "Bearer"} if status == 401 else {})}
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _ours(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in PATHS)
 
 
 async def _body(request: Request, cap: int) -> bytes:
@@ -69,7 +79,27 @@ class Api:
     def routes(self) -> list[Route]:
         return [Route("/health", self.health, methods=["GET"]), Route("/info", self.info, methods=["GET"]),
                 Route("/predict", self.predict, methods=["POST"]),
-                Route("/models/{model:path}", self.models, methods=["POST"])]
+                Route("/models/{model:path}", self.models, methods=["POST"]),
+                Route("/models", self.models, methods=["POST"])]  # no name: refused by name, not redirected
+
+    def exception_handlers(self, leave: tuple[str, ...] = ()) -> dict:
+        """The server's 404 and 405 in the endpoint's shape (FastAPI's `exception_handlers`), but for paths under
+        `leave` and other routes' own 404s, which keep the server's `{"detail"}`."""
+
+        async def refuse(request: Request, exc) -> JSONResponse:
+            path, status = request.url.path, exc.status_code
+            unrouted = "endpoint" not in request.scope  # no route matched the path (a route's own 404 has one)
+            if path.startswith(leave) or not (_ours(path) or (status == 404 and unrouted)):
+                return JSONResponse({"detail": exc.detail}, status_code=status, headers=getattr(exc, "headers", None))
+            if status == 405:
+                allowed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+                # HEAD comes with GET; the set's order varies between runs
+                use = " or ".join(sorted({m.strip() for m in allowed.split(",") if m.strip()} - {"HEAD"}))
+                return _error(405, f"method: {request.method} is not served on {path}; use {use or 'another'} "
+                                   f"(the endpoint: {ROUTES_LINE})", {"Allow": allowed} if allowed else None)
+            return _error(404, f"path: no route {path}; the endpoint answers {ROUTES_LINE}")
+
+        return {404: refuse, 405: refuse}
 
     async def health(self, request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -87,7 +117,7 @@ class Api:
 
     async def models(self, request: Request) -> JSONResponse:
         return await self._classify(request, serving.parse_inference_api, serving.inference_api_answer,
-                                    request.path_params["model"])
+                                    request.path_params.get("model", ""))
 
     async def predict(self, request: Request) -> JSONResponse:
         return await self._classify(request, serving.parse_tei, serving.tei_answer, None)
@@ -132,3 +162,10 @@ class Api:
 def routes(runs_dir: Path, settings: Settings | None = None, predictor=None) -> list[Route]:
     """The endpoint's routes over `runs_dir`, with settings from the environment unless given."""
     return Api(runs_dir, settings, predictor).routes()
+
+
+def server_options(runs_dir: Path, leave: tuple[str, ...] = (), settings: Settings | None = None) -> dict:
+    """What the server hosting the endpoint takes (FastAPI's keyword arguments): its routes, and its 404/405
+    refusals in the endpoint's shape except under the `leave` paths."""
+    api = Api(runs_dir, settings)
+    return {"routes": api.routes(), "exception_handlers": api.exception_handlers(leave)}

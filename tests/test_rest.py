@@ -302,3 +302,63 @@ def test_every_refusal_of_the_endpoints_paths_is_one_json_line(http, headlines):
     assert r.status_code == 422 and r.json() == {"error": "model: 'digits' is an image-classification model; this "
                                                           "endpoint classifies text"}
     assert all("digits" not in str(key) for key in shared_predictor().cache.keys()), "an image run was loaded"
+
+
+def test_the_default_model_is_pinned_at_start_and_named_in_every_reply(runs, tiny_run, tmp_path, headlines):
+    """/predict and /info serve the newest finished text run of when the server started (with none then, the first
+    one a request finds), not whatever finished last; HUBTUNE_API_DEFAULT_MODEL (a run name or a folder) overrides
+    it, and every answer names its model in X-Hubtune-Model."""
+    empty, mine = tmp_path / "empty", tmp_path / "mine"
+    empty.mkdir()
+    mine.mkdir()
+    (mine / "tiny").symlink_to(tiny_run, target_is_directory=True)
+    with _served(mine) as u, _served(empty) as later, httpx.Client(timeout=300) as c:
+        refused = c.post(f"{later}/predict", json={"inputs": headlines[0]})
+        assert refused.status_code == 404 and "no finished text run" in refused.json()["error"]
+        (empty / "tiny").symlink_to(tiny_run, target_is_directory=True)  # the first text run a request finds
+        assert c.post(f"{later}/predict", json={"inputs": headlines[0]}).headers["x-hubtune-model"] == "tiny"
+        _derived_run(tiny_run, mine / "mesh", "multi_label_classification")  # finished after start-up, newest
+        (empty / "mesh").symlink_to(mine / "mesh", target_is_directory=True)
+        for base in (u, later):
+            for _ in range(2):
+                r = c.post(f"{base}/predict", json={"inputs": headlines[0]})
+                assert r.status_code == 200 and r.headers["x-hubtune-model"] == "tiny", (base, r.text)
+                assert [o["label"] for o in r.json()] == [o["label"] for o in c.post(
+                    f"{base}/models/tiny", json={"inputs": headlines[0]}).json()[0]]  # softmax, not mesh's sigmoids
+            info = c.get(f"{base}/info")
+            assert info.headers["x-hubtune-model"] == "tiny" and info.json()["model_id"] == "tiny"
+            assert info.json()["default_model"] == "tiny"
+        assert c.post(f"{u}/models/mesh", json={"inputs": "x"}).headers["x-hubtune-model"] == "mesh"
+        assert c.get(f"{u}/info", params={"model": "mesh"}).headers["x-hubtune-model"] == "mesh"
+        bad = c.post(f"{u}/predict", json={"inputs": ""})  # a refusal once the model is known names it too
+        assert bad.status_code == 422 and bad.headers["x-hubtune-model"] == "tiny"
+        (mine / "tiny").unlink()  # the pinned run gone: said, not silently replaced by mesh
+        gone = c.post(f"{u}/predict", json={"inputs": headlines[0]})
+        assert gone.status_code == 404 and "default model 'tiny' (pinned until the server restarts)" in \
+            gone.json()["error"]
+    # the setting: a run name (the module's server), or a run's or model's folder, named as a client calls it
+    with _served(runs, HUBTUNE_API_DEFAULT_MODEL=str(runs / "mesh" / "model")) as u, httpx.Client(timeout=300) as c:
+        r = c.post(f"{u}/predict", json={"inputs": headlines[0]})
+        assert r.headers["x-hubtune-model"] == "mesh" and c.get(f"{u}/info").json()["default_model_source"] == \
+            "HUBTUNE_API_DEFAULT_MODEL"
+    target, _ = serving.pin_default(runs, serving.Settings(default_model=str(tiny_run)))
+    assert (target.name, target.model) == ("tiny", str(tiny_run))
+
+
+@pytest.mark.parametrize("value, words", [
+    ("no-such-run", "HUBTUNE_API_DEFAULT_MODEL: 'no-such-run' is not a finished run in "),
+    ("/nowhere/run", "HUBTUNE_API_DEFAULT_MODEL: '/nowhere/run' is not a finished run in "),
+    ("digits", "HUBTUNE_API_DEFAULT_MODEL: 'digits' is an image-classification model; the REST endpoint classifies "
+               "text"),
+], ids=["unknown-run", "missing-folder", "image-run"])
+def test_a_default_model_setting_that_names_nothing_servable_stops_the_app(runs, value, words, monkeypatch, capsys):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("HUBTUNE_API_DEFAULT_MODEL", value)
+    monkeypatch.setenv("HUBTUNE_RUNS_DIR", str(runs))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda *a, **k: pytest.fail("the app must not serve"))
+    assert app.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hubtune: error: {words}") and "\n" not in err, err

@@ -292,8 +292,8 @@ def pin_default(runs_dir: Path, settings: Settings) -> tuple[Target | None, str]
     if target is None:
         raise ConfigError(f"HUBTUNE_API_DEFAULT_MODEL: '{value}' is not a finished run in {runs_dir} "
                           f"({_runs_line(runs_dir)}), a finished run's or model's folder, nor an allowed Hub id "
-                          "(HUBTUNE_API_MODELS, or the local Hub cache); set it to one, or unset it to serve the newest "
-                          "finished text run")
+                          "(HUBTUNE_API_MODELS, or the local Hub cache); set it to one, or unset it to serve the "
+                          "newest finished text run")
     if target.revision is None:
         kind = _reads_text(RunDir(target.model).model if is_run(target.model) else Path(target.model))
         if kind:

@@ -188,7 +188,7 @@ class Api:
             if self.default is None:
                 self.default = serving.newest_text_run(self.runs_dir)
                 if self.default is None:
-                    raise ApiError(404, f"model: no finished text run in this app's runs folder to serve yet; train "
+                    raise ApiError(404, "model: no finished text run in this app's runs folder to serve yet; train "
                                         "one (the first to finish becomes the default until the server restarts), "
                                         "or set HUBTUNE_API_DEFAULT_MODEL")
                 self.default_source = "the first finished text run after the server started"

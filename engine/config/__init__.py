@@ -26,7 +26,7 @@ import yaml
 
 from engine import hardware
 from engine.errors import CliParser, cli_logging, report  # noqa: F401 - re-exported: every command's parser and report
-from engine.errors import ConfigError
+from engine.errors import ConfigError, unknown_option, unknown_options
 from engine.data import DATA_EXTENSIONS, settle_transformers  # noqa: F401 - DATA_EXTENSIONS re-exported
 from engine.hardware import cpu_supports_bf16  # noqa: F401 - re-exported
 from engine.modeling import DEFAULT_MODEL
@@ -219,7 +219,8 @@ def _parser():
             f.metadata = types.MappingProxyType({k: v for k, v in f.metadata.items() if k not in FORM_KEYS})
             HfArgumentParser._parse_dataclass_field(parser, f)
 
-    p = Parser(TrainConfig, prog="python -m engine.train",
+    # whole names only: argparse would take --learning_rat for --learning_rate and start a run with a typo in it
+    p = Parser(TrainConfig, prog="python -m engine.train", allow_abbrev=False,
                description="Fine-tune a Hugging Face classifier. Defaults < --config YAML < --flags.")
     p.add_argument("--config", default=None, help="YAML file with any of the keys below.")
     return p
@@ -301,13 +302,23 @@ def parse_args(argv: list[str] | None = None, yaml_values: dict | None = None, s
     return _parse(pre + argv)
 
 
+def flag_parser():
+    """The training flags' parser (whole option names only): engine.search and engine.launch check the flags they
+    pass on to a run against it."""
+    return _parser()
+
+
 def _parse(args: list[str]):
-    parsed = _parser().parse_args_into_dataclasses(args, return_remaining_strings=True)
+    parser = _parser()
+    # unknown flags first: argparse would otherwise complain about a value that belongs to one ("invalid float")
+    unknown = unknown_options(args, parser)
+    if unknown:
+        known = [s for a in parser._actions for s in a.option_strings]
+        raise ConfigError([REFUSED_KEYS.get(f.lstrip("-")) or unknown_option(f, known) for f in unknown])
+    parsed = parser.parse_args_into_dataclasses(args, return_remaining_strings=True)
     cfg, rest = parsed[0], parsed[-1]
-    if rest:
-        flags = [r for r in rest if r.startswith("-")] or rest
-        raise ConfigError([REFUSED_KEYS.get(r.lstrip("-").split("=", 1)[0])
-                           or f"command line: unknown option '{r}'{_closest(r.lstrip('-'), '--')}" for r in flags])
+    if rest:  # stray values (no flag before them)
+        raise ConfigError([f"command line: unexpected value '{r}'; every value follows its --flag" for r in rest])
     return cfg
 
 

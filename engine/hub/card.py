@@ -13,6 +13,7 @@ import yaml
 from engine.config import DEFAULT_MODEL
 from engine.data import given_name
 from engine.metrics import one_class_warning
+from engine.modeling import is_path_like
 from engine.rundir import RunDir, read_json
 
 HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
@@ -27,8 +28,7 @@ LIBRARIES = ("torch", "transformers", "accelerate", "datasets", "tokenizers", "s
 
 
 def _is_hub_id(name: str | None) -> bool:
-    return bool(name) and not name.startswith((".", "/", "~", "bundled:")) and name.count("/") <= 1 \
-        and not Path(name).exists()
+    return bool(name) and not name.startswith("bundled:") and not is_path_like(name) and not Path(name).exists()
 
 
 def _dataset(cfg: dict) -> tuple[str, str, list[str] | None]:

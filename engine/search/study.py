@@ -25,8 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import TrainConfig, parse_args, read_yaml
-from engine.errors import CliParser, ConfigError, cli_logging, report
+from engine.config import TrainConfig, flag_parser, parse_args, read_yaml
+from engine.errors import CliParser, ConfigError, check_options, cli_logging, report
 from engine.search.config import SearchConfig, parse, split_block
 from engine.search.report import best_row, table, trial_rows, write_best, write_plots, write_state, write_tables
 from engine.training.launch import place, rel_path
@@ -126,7 +126,11 @@ def _parser():
 
 def plan_from_argv(argv: list[str] | None) -> Plan:
     """Parse the command line into a checked Plan (ConfigError on any problem)."""
-    args, rest = _parser().parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _parser()
+    # the rest goes to the trials' config: a flag is unknown only when neither parser has it by its whole name
+    check_options(argv, parser, flag_parser())
+    args, rest = parser.parse_known_args(argv)
     stored = Path(args.output_dir) / "search.yaml" if args.output_dir else None
     config = args.config or (str(stored) if args.resume and stored else None)
     if not config:

@@ -17,7 +17,10 @@ to the logits instead. Texts are truncated as in prediction (the run's max_seq_l
 Models: `{model}` is a finished run's name in the app's runs folder (`bbc` for runs/bbc, `group/x` two levels deep),
 else a Hub id that is listed in HUBTUNE_API_MODELS (comma-separated; `*`: any) or already in the local Hub cache:
 a request never makes the server download a model nobody chose. A run's name wins over a Hub id spelled alike.
-`/predict` and `/info` serve HUBTUNE_API_DEFAULT_MODEL (a run name or such a Hub id), else the newest finished run.
+`/predict` and `/info` serve one model fixed at start-up (`pin_default`): HUBTUNE_API_DEFAULT_MODEL (a run name, a
+run or model folder, or such a Hub id; the server refuses to start when it names nothing servable), else the newest
+finished text run when the server started (or, with none yet, the first one a request finds; it then stays). Every
+answer names the model that gave it (the X-Hubtune-Model header; `model_id` in /info).
 
 Settings (environment, read at start-up): HUBTUNE_API_TOKEN (bearer token; required on a Space: without it the
 endpoint answers 401 there), HUBTUNE_API_MAX_INPUTS (texts per request, 256), HUBTUNE_API_MAX_BODY_MB (1).
@@ -170,10 +173,31 @@ def wants_logits(request: Request, head) -> bool:
 # --- models ------------------------------------------------------------------------------------------------------
 
 
-def run_names(runs_dir: Path) -> list[str]:
-    """Names of the finished runs `{model}` may be, newest first."""
-    root = Path(runs_dir)
-    return [r.path.relative_to(root).as_posix() for r in list_runs(root, finished=True)]
+def _reads_text(model_dir: Path) -> str | None:
+    """None when the saved model classifies text, else what it is ("an image-classification model"), judged from its
+    config.json alone."""
+    from engine import tasks
+    from engine.errors import ConfigError
+
+    try:
+        task = tasks.for_model(model_dir)
+    except ConfigError:
+        return "not a classifier hubtune reads"
+    return None if task.input_kind == "text" else f"an {task.tag} model"
+
+
+def served_runs(runs_dir: Path) -> tuple[list[str], list[str]]:
+    """(the finished runs `{model}` may be, the finished runs it may not: image runs), names newest first."""
+    root, text, other = Path(runs_dir), [], []
+    for run in list_runs(root, finished=True):
+        (other if _reads_text(run.model) else text).append(run.path.relative_to(root).as_posix())
+    return text, other
+
+
+def _runs_line(runs_dir: Path) -> str:
+    text, other = served_runs(runs_dir)
+    shown = ", ".join(text[:10]) + (", ..." if len(text) > 10 else "") if text else "none yet"
+    return f"text runs: {shown}" + (f"; not served here (images): {', '.join(other[:10])}" if other else "")
 
 
 @dataclass(frozen=True)
@@ -183,22 +207,31 @@ class Target:
     name: str  # what clients call it: the run's name (never the server's folders) or the Hub id
 
 
+def _refuse_non_text(model_dir: Path, name: str) -> None:
+    kind = _reads_text(model_dir)
+    if kind:  # before loading it: an image run's weights would be read only to be refused
+        raise ApiError(422, f"model: '{name}' is {kind}; this endpoint classifies text")
+
+
 def resolve(runs_dir: Path, name: str, settings: Settings) -> Target:
-    """The model a `{model}` names: a finished run, or a Hub id the endpoint may load; 404 otherwise."""
+    """The model a `{model}` names: a finished text run, or a Hub id the endpoint may load; 404 otherwise (422 for
+    a run of another kind)."""
     name = (name or "").strip().strip("/")
+    if not name:
+        raise ApiError(404, f"model: missing; POST /models/<name> with a run's name ({_runs_line(runs_dir)}) or an "
+                            "allowed Hub id")
     parts = name.split("/")
     # a run name is a plain relative name: nothing that climbs out of the runs folder or reads hidden entries
-    if name and len(parts) <= RUN_DEPTH and all(p and not p.startswith(".") and "\\" not in p for p in parts):
+    if len(parts) <= RUN_DEPTH and all(p and not p.startswith(".") and "\\" not in p for p in parts):
         path = Path(runs_dir) / name
         if is_run(path) and RunDir(path).is_finished():
+            _refuse_non_text(RunDir(path).model, name)
             return Target(str(path), None, name)
     if HUB_ID.match(name) and ".." not in name and ("*" in settings.allowed or name in settings.allowed
                                                    or _cached(name)):
         return Target(name, "main", name)
-    runs = run_names(runs_dir)
-    shown = ", ".join(runs[:10]) + (", ..." if len(runs) > 10 else "") if runs else "none yet"
-    raise ApiError(404, f"model: '{name}' is not a finished run in this app's runs folder (runs: {shown}) nor an "
-                        "allowed Hub id (HUBTUNE_API_MODELS, or a model already in the local Hub cache)")
+    raise ApiError(404, f"model: '{name}' is not a finished run in this app's runs folder ({_runs_line(runs_dir)}) "
+                        "nor an allowed Hub id (HUBTUNE_API_MODELS, or a model already in the local Hub cache)")
 
 
 def _cached(repo_id: str) -> bool:
@@ -211,15 +244,74 @@ def _cached(repo_id: str) -> bool:
         return False
 
 
-def default_model(runs_dir: Path, settings: Settings) -> Target:
-    """What `/predict` and `/info` serve: HUBTUNE_API_DEFAULT_MODEL, else the newest finished run."""
-    if settings.default_model:
-        return resolve(runs_dir, settings.default_model, settings)
-    runs = run_names(runs_dir)
-    if not runs:
-        raise ApiError(404, f"model: no finished run in {runs_dir} to serve yet; train one, or set "
-                            "HUBTUNE_API_DEFAULT_MODEL")
-    return Target(str(Path(runs_dir) / runs[0]), None, runs[0])
+# --- the default model -------------------------------------------------------------------------------------------
+# `/predict` and `/info` take no model name, so which model answers them is fixed when the server starts: a client
+# must not get another model's labels because someone finished a run meanwhile.
+
+
+def newest_text_run(runs_dir: Path) -> Target | None:
+    """The newest finished run that classifies text, or None."""
+    text, _ = served_runs(runs_dir)
+    return Target(str(Path(runs_dir) / text[0]), None, text[0]) if text else None
+
+
+def _folder_target(runs_dir: Path, folder: Path) -> Target | None:
+    """A finished run's folder or a model folder given by its path, named by its run name (never the server's
+    folders): its path in the runs folder, else its own folder's name."""
+    run = folder.parent if folder.name == "model" and is_run(folder.parent) else folder
+    if is_run(run) and not RunDir(run).is_finished():
+        return None
+    if not (RunDir(run).model if is_run(run) else run).joinpath("config.json").is_file():
+        return None
+    try:
+        name = run.resolve().relative_to(Path(runs_dir).resolve()).as_posix()
+    except ValueError:
+        name = run.resolve().name
+    return Target(str(run), None, name)
+
+
+def pin_default(runs_dir: Path, settings: Settings) -> tuple[Target | None, str]:
+    """(what `/predict` and `/info` serve, why): HUBTUNE_API_DEFAULT_MODEL -- a run name, a run or model folder, or
+    an allowed Hub id -- else the newest finished text run now (None while there is none). A setting that names
+    nothing the endpoint can serve is a ConfigError: the server must not start serving something else."""
+    from engine.errors import ConfigError
+
+    value = settings.default_model
+    if not value:
+        newest = newest_text_run(runs_dir)
+        return newest, ("the newest finished text run when the server started" if newest else
+                        "none yet: the first finished text run a request finds")
+    target = None
+    try:
+        target = resolve(runs_dir, value, settings)
+    except ApiError as e:
+        if e.status == 422:  # a finished run of another kind: said below, in the setting's words
+            target = Target(str(Path(runs_dir) / value.strip("/")), None, value.strip("/"))
+    if target is None and Path(value).expanduser().is_dir():
+        target = _folder_target(runs_dir, Path(value).expanduser())
+    if target is None:
+        raise ConfigError(f"HUBTUNE_API_DEFAULT_MODEL: '{value}' is not a finished run in {runs_dir} "
+                          f"({_runs_line(runs_dir)}), a finished run's or model's folder, nor an allowed Hub id "
+                          "(HUBTUNE_API_MODELS, or the local Hub cache); set it to one, or unset it to serve the "
+                          "newest finished text run")
+    if target.revision is None:
+        kind = _reads_text(RunDir(target.model).model if is_run(target.model) else Path(target.model))
+        if kind:
+            raise ConfigError(f"HUBTUNE_API_DEFAULT_MODEL: '{value}' is {kind}; the REST endpoint classifies "
+                              "text: name a text run")
+    return target, "HUBTUNE_API_DEFAULT_MODEL"
+
+
+def check_default(target: Target) -> None:
+    """Refuse (404) when the pinned default is no longer servable: its run was removed or is being trained again."""
+    if target.revision is not None:
+        return  # a Hub id: the cache holds it
+    folder = Path(target.model)
+    ok = RunDir(folder).is_finished() if is_run(folder) else (folder / "config.json").is_file()
+    if not ok:
+        raise ApiError(404, f"model: the default model '{target.name}' (pinned until the server restarts) is not a "
+                            "finished run now (removed, or training again); wait for it to finish, or restart the "
+                            "server (HUBTUNE_API_DEFAULT_MODEL chooses another)")
 
 
 # --- answers -----------------------------------------------------------------------------------------------------

@@ -204,9 +204,13 @@ def export(model: str, output: str | None = None, quantize: str | None = None, s
         raise ModelError(f"quantize: '{quantize}' is not one of {', '.join(QUANTIZE)}")
     if samples < 2:
         raise ModelError("samples: check the export on at least 2 examples")
-    given = Path(str(model or "")).expanduser()
-    if not given.is_dir():
-        raise ModelError(f"model: '{model}' is not a local folder; give a finished run (runs/x) or a model folder "
+    if not str(model or "").strip():
+        raise ModelError("model: empty; give a finished run (runs/x) or a model folder")
+    given = Path(str(model)).expanduser()
+    if not given.is_dir() and modeling.is_path_like(str(model)):
+        raise modeling.missing_folder(str(model), "model")
+    if not given.is_dir():  # a Hub id: exports are written beside the model, so it must be a local copy
+        raise ModelError(f"model: '{model}' is not a local folder; export a finished run (runs/x) or a model folder "
                          "(for a Hub model, python -m engine.hub pull ID prints its folder)")
     t0 = time.perf_counter()
     path = modeling.resolve_model(str(given), None, field="model")

@@ -272,10 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate.commands.launch import launch_command, launch_command_parser
 
     from engine.config import parse_args
-    from engine.errors import report
+    from engine.errors import check_options, report
 
-    args = launch_command_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = launch_command_parser()
+
+    def refuse(message):  # accelerate's parser prints its whole usage before the one line that matters
+        raise ConfigError(message)
+
+    parser.error = refuse
     try:
+        check_options(argv, parser)  # up to the script: its own flags are the run's, checked below
+        args = parser.parse_args(argv)
         resolved = resolve(args)
         problems, model = [], None
         if args.module and args.training_script == "engine.train":

@@ -73,6 +73,10 @@ def test_model_list_info_and_empty_state(client, model, tmp_path):
     assert [c[1] for c in update["choices"]] == [model] and update["value"] == model
     assert update["choices"][0][0].startswith("tiny · accuracy ") and empty["visible"] is False
     assert client.predict(model, "main", api_name="/model_info").startswith("text-classification: business, ")
+    # a path that is not there is a missing folder, as predicting it says; a Hub id is asked of the Hub (offline)
+    missing = client.predict(str(ROOT / "runs-that-are-not-here" / "x"), "main", api_name="/model_info")
+    assert missing.startswith("⚠️ model: '") and "is not a local folder" in missing, missing
+    assert "HF_HUB_OFFLINE" in client.predict("someone/some-model", "main", api_name="/model_info")
 
     import app  # a fresh machine: no run yet -> the tab says how to train one; predicting says it too
 

@@ -26,6 +26,7 @@ import gradio as gr
 
 from engine import tasks
 from engine.metrics import one_class_warning
+from engine.modeling import is_path_like, missing_folder
 from engine.rundir import read_json
 from engine.serving import batcher
 from engine.hub import client as hub_client
@@ -202,6 +203,8 @@ def _local_info(model: str, path: Path) -> tuple[str, str]:
 
 def _hub_info(model: str, revision: str) -> tuple[str, str]:
     """(input kind, info) of a Hub id from its config.json alone: the weights wait for the first prediction."""
+    if is_path_like(model):  # runs/nope: a missing folder, as predicting it says; never asked of the Hub
+        raise missing_folder(model, "model")
     config = hub_client.model_config(model, revision or None)
     task = tasks.for_config(config, model)
     return task.input_kind, (f"Hub model `{model}` @ {revision or 'main'} · {task.tag}: {heads_view.describe(config)}"
@@ -217,7 +220,8 @@ def _kind_and_info(model: str, revision: str) -> tuple[str | None, str]:
         return _local_info(model, path) if path.is_dir() else _hub_info(model, revision)
     except Exception as e:  # noqa: BLE001 - shown as a hint; predicting gives the full error
         line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return None, f"⚠️ {'Hub model `' + model + '`: ' if not path.is_dir() else ''}{line}"
+        hub = not path.is_dir() and not is_path_like(model)
+        return None, f"⚠️ {'Hub model `' + model + '`: ' if hub else ''}{line}"
 
 
 def model_info(model: str, revision: str):

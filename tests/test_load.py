@@ -21,6 +21,7 @@ from pathlib import Path
 from _app_fixtures import app_runs_dir, launched_app  # noqa: F401 - fixtures
 
 CLIENTS, PER_CLIENT = 10, 5
+UI_SAMPLES, EXTRA_ROUNDS = 3, 3
 # a real fine-tune that keeps both cores busy for longer than the load lasts; cancelled at the end
 TRAINING = {"dataset_name": "bundled:bbc_news", "max_train_samples": 400, "max_eval_samples": 32,
             "max_seq_length": 64, "per_device_train_batch_size": 16, "max_steps": 2000, "logging_steps": 1,
@@ -60,6 +61,12 @@ def visitors(url: str, model: str, texts: list[str]) -> dict:
     t0 = time.perf_counter()
     with ThreadPoolExecutor(len(texts)) as pool:
         results = list(pool.map(one, range(len(texts))))
+        # the load lasts until the UI was sampled UI_SAMPLES times under it (more rounds of the same texts, at most
+        # EXTRA_ROUNDS): on a machine busier than CI everything answers slower, the load's first round included
+        for _ in range(EXTRA_ROUNDS):
+            if len(ui_latency) >= UI_SAMPLES:
+                break
+            list(pool.map(one, range(len(texts))))
     wall = time.perf_counter() - t0
     stop.set()
     sampler.join(timeout=60)
@@ -115,7 +122,7 @@ def test_fifty_concurrent_predictions_while_training(launched_app, app_runs_dir,
     # identically in any batch
     int8 = shared_predictor().load(model).auto == "int8"
     assert correct >= len(expected) - (1 if int8 else 0), (correct, int8)
-    assert r["ui_values"] == [model] * len(ui) and len(ui) >= 3
+    assert r["ui_values"] == [model] * len(ui) and len(ui) >= UI_SAMPLES
     # responsive: a typical click answers in well under a second even now; no click waits for the whole load
     assert statistics.median(ui) < 2.0 and max(ui) < r["wall"], ui
 

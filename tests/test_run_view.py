@@ -286,6 +286,8 @@ def test_refresh_queued_before_a_pick_shows_the_picked_run(view_runs):
     """Gradio reads a timer tick's picker value when the tick is queued and the page's State when it runs: a tick
     queued before the user picked a run (carrying the run left, or none yet) must show the picked run, else its
     late answer puts the old run back in the picker and on screen for good."""
+    import gradio as gr
+
     import app
     from ui.train_tab import manager
 
@@ -300,3 +302,12 @@ def test_refresh_queued_before_a_pick_shows_the_picked_run(view_runs):
     assert drawn["results"][0] == "digits"
     shown = fns["train_select_run"]("one-topic", {})
     assert shown[-1] == "one-topic"  # remembered as the page's pick
+
+    # a tick that hides the results (its run is not done: it may have read the run left just before a pick, and
+    # land after the picked run was drawn) makes the next drawing tick draw them again, not leave them hidden
+    ticked = fns["train_refresh"]("one-eval", "one-topic", drawn)
+    assert ticked[-2]["visible"] is False and ticked[-1]["results"] is None
+    assert ticked[-1]["curves"] == drawn["curves"]  # what else was drawn stays drawn
+    redrawn = fns["train_refresh_drawings"]("one-eval", ticked[-1], "digits")
+    assert redrawn[5]["visible"] is True and redrawn[-1]["results"][0] == "digits"
+    assert fns["train_refresh"]("one-eval", "digits", drawn)[-2:] == (gr.skip(), gr.skip())  # done: untouched

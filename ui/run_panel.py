@@ -199,12 +199,16 @@ def wire(c: dict, mgr: JobManager) -> None:
         view, sig = _drawings(info, drawn or {})
         return (*view, sig)
 
-    def tick(selected, picked):
+    def tick(selected, picked, drawn=None):
         status, info = read(picked or selected)  # see c["picked"] in build
-        return (*status, gr.skip() if info and info["state"] == "done" else gr.update(visible=False))
+        if info and info["state"] == "done":
+            return (*status, gr.skip(), gr.skip())
+        # hidden results are redrawn by the next drawing tick: a tick that read the run left just before a pick
+        # may land after the picked run's results were drawn, and would otherwise hide them for good
+        return (*status, gr.update(visible=False), {**(drawn or {}), "results": None})
 
-    c["status_timer"].tick(tick, [c["run"], c["picked"]], tick_outputs, api_name="train_refresh",
-                           show_progress="hidden")
+    c["status_timer"].tick(tick, [c["run"], c["picked"], c["drawn"]], [*tick_outputs, c["drawn"]],
+                           api_name="train_refresh", show_progress="hidden")
     c["timer"].tick(refresh_drawings, [c["run"], c["drawn"], c["picked"]], drawing_outputs,
                     api_name="train_refresh_drawings", show_progress="hidden")
 
@@ -218,10 +222,11 @@ def wire(c: dict, mgr: JobManager) -> None:
 
     def select_row(evt: gr.SelectData):
         row = evt.row_value if evt is not None else None
-        return gr.update(value=row[0]) if row else gr.update()
+        # `picked` at once too: a tick running before the run is drawn already shows the clicked run
+        return (gr.update(value=row[0]), row[0]) if row else (gr.update(), gr.skip())
 
     # a row click sets the picker, then shows that run at once instead of at the next tick
-    c["runs"].select(select_row, None, c["run"], api_name="train_pick_run").then(
+    c["runs"].select(select_row, None, [c["run"], c["picked"]], api_name="train_pick_run").then(
         select_run, [c["run"], c["drawn"]], outputs, api_name="train_show_picked_run", show_progress="hidden")
     _wire_actions(c, mgr)
 

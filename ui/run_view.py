@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.rundir import RunDir, read_json
+from engine.rundir import RunDir, best_metric, read_json
 from ui import heads_view
 from ui.common import hide_server_paths
 
@@ -46,8 +46,8 @@ def progress_html(info: dict | None) -> str:
     if state == "queued" and info.get("queue_position"):
         parts.append(f"position {info['queue_position']} in the queue")
     if state == "done" and info.get("dir") and \
-            (scores := heads_view.headline_text(read_json(RunDir(info["dir"]).metrics, {}))):
-        parts.append(f"<span id='run-headline'>{html.escape(scores)}</span>")
+            (scores := heads_view.headline_text(metrics := read_json(RunDir(info["dir"]).metrics, {}))):
+        parts.append(f"<span id='run-headline'>{html.escape(scores + heads_view.tuned_note(metrics))}</span>")
     if state == "done" and info.get("hub_push") in ("pushed", "failed"):
         parts.append(f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>"
                      if info["hub_push"] == "pushed" else
@@ -132,9 +132,22 @@ def curve_series(run_dir: Path, v: heads_view.HeadView | None = None) -> dict[st
         return {"label": label, "x": [e["step"] for e in rows], "y": [e[key] for e in rows], "points": points}
 
     return {"loss": [series("train", train, "loss"), series("validation", evals, "eval_loss", True)],
-            "metrics": [series(legend, evals, f"eval_{key}", True) for key, legend in v.curves],
+            "metrics": [*(series(v.curve_legend(legend), evals, f"eval_{key}", True) for key, legend in v.curves),
+                        *_tuned_point(run_dir, v)],
             "lr": [series("learning rate", train, "learning_rate")],
             "speed": [series("samples/s", train, "samples_per_second")]}
+
+
+def _tuned_point(run_dir: Path, v: heads_view.HeadView) -> list[dict]:
+    """The finished run's best value as a marked point of its own where it differs from its evaluations (multi-label:
+    at the thresholds tuned after training), at the step of the weights the model saved: the run's one best number
+    (engine/rundir.best_metric), the same the runs tables show."""
+    best = best_metric(RunDir(run_dir))
+    legend = dict(v.curves).get(best.metric)
+    if not (v.tuned and best.final and legend and best.value is not None):
+        return []
+    step = best.step if best.step is not None else (read_json(RunDir(run_dir).metrics, {}) or {}).get("steps")
+    return [{"label": f"{legend}, {v.tuned}", "x": [step or 0], "y": [best.value], "points": True, "marker": "*"}]
 
 
 # chart name -> (title, y range, tick style); the metric chart's come from the run's head (ui/heads_view.py)

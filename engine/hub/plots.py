@@ -142,10 +142,11 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
                  size=(3.3, 2.35)):
     """A small line chart of values against the optimizer step, for the web app's live curves.
 
-    `series`: [{"label", "x", "y", "points": bool}]: `points` draws a marker at every value (evaluations are few)
-    and writes the latest value beside it; a series with a single value always gets a marker, since a line needs
-    two points. With no value at all the chart says "no data yet" instead of drawing empty axes. Steps are
-    integers. `y_format`: "plain", "percent" (0..1 as %) or "sci" (learning rates).
+    `series`: [{"label", "x", "y", "points": bool, "marker"}]: `points` draws a marker (default "o"; "*" drawn
+    larger) at every value (evaluations are few) and writes the latest value beside it; a series with a single
+    value always gets a marker, since a line needs two points. With no value at all the chart says "no data yet"
+    instead of drawing empty axes. Steps are integers. `y_format`: "plain", "percent" (0..1 as %) or "sci"
+    (learning rates).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -157,7 +158,8 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
     for s, color in zip(shown, COLORS):
         n = len(s["x"])
         marked = n == 1 or (s.get("points") and n <= MAX_MARKED)
-        ax.plot(s["x"], s["y"], marker="o" if marked else None, markersize=5 if n <= 8 else 3.5, linewidth=1.6,
+        ax.plot(s["x"], s["y"], marker=s.get("marker", "o") if marked else None,
+                markersize=(5 if n <= 8 else 3.5) * (2 if s.get("marker") == "*" else 1), linewidth=1.6,
                 color=color, label=s["label"], clip_on=False)
     ax.set_xlim(0, right)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=2))

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import DATA_EXTENSIONS, TrainConfig
-from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, read_json
+from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, best_metric, read_json
 from engine.runs import processes
 from engine.training.launch import (ROOT, accelerate_configs, command_for, display_command, place, rel_path,
                                     usable_accelerate_configs)
@@ -357,6 +357,7 @@ class JobManager:
         status, job = rec["status"], rec["job"]
         cfg = read_yaml_quiet(run_dir / "config.yaml")
         metrics = read_json(run_dir / "metrics.json", default={}) or {}
+        best = best_metric(RunDir(run_dir), cfg, status)
         queue = self.queue()
         return {
             "name": name, "dir": str(run_dir), "state": rec["state"], "step": status.get("step"),
@@ -369,7 +370,7 @@ class JobManager:
             "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
             "queue_position": queue.index(name) + 1 if name in queue else None,
             "base_model": cfg.get("model_name_or_path"), "dataset": data_label(cfg),
-            "best_metric": metrics.get("best_metric"), "metric": metrics.get("metric_for_best_model") or cfg.get("metric_for_best_model"),
+            "best_metric": best.value, "metric": best.metric,
             "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"),
         }
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from engine.errors import CliParser, ConfigError, report
-from engine.rundir import RunDir, list_runs, read_config, read_json
+from engine.rundir import RunDir, best_metric, list_runs, read_config, read_json
 
 
 def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
@@ -19,14 +19,15 @@ def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
     status, cfg = run.read_status(), read_config(run)
     metrics = read_json(run.metrics, {}) or {}
     val = metrics.get("validation") or {}
+    best = best_metric(run, cfg, status)
     name = run.path.name
     if runs_dir is not None and run.path.is_relative_to(runs_dir):
         name = str(run.path.relative_to(runs_dir))
     return {"name": name, "path": str(run.path), "state": status.get("state") or "prepared",
             "model": cfg.get("model_name_or_path"), "data": cfg.get("dataset_name") or cfg.get("train_file"),
             "accuracy": val.get("accuracy"), "f1": val.get("f1"), "step": status.get("step"),
-            # the metric that picked the best model (accuracy, f1_micro, r2, ...) and its validation value
-            "metric": metrics.get("metric_for_best_model"), "score": val.get(metrics.get("metric_for_best_model")),
+            # the metric that picks the best model (accuracy, f1_micro, r2, ...) and the run's one best value
+            "metric": best.metric, "score": best.value,
             "total_steps": status.get("total_steps"), "error": status.get("error")}
 
 

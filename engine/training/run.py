@@ -351,8 +351,11 @@ def _final_metrics(cfg, loop: Loop) -> dict:
     splits.head = loop.evaluator.head = head = head.tuned(labels.numpy(), scores.numpy(), splits.label_names)
     metrics = {**metrics, **head.metrics(labels.numpy(), scores.numpy(), splits.label_names)}
     metrics.update(extra_metrics(cfg.extra_metrics, *head.extra_inputs(labels.numpy(), scores.numpy())))
-    result = {"validation": metrics, "best_step": state.best_step, "best_metric": state.best_metric,
-              "metric_for_best_model": head.metric(cfg), "problem_type": head.problem_type, "steps": state.step, "total_steps": loop.total_steps,
+    # best_metric: what the saved model delivers (multi-label: at its tuned thresholds); best_eval_metric: the
+    # evaluation during training that picked best_step (multi-label: at 0.5 thresholds, usually lower)
+    result = {"validation": metrics, "best_step": state.best_step, "best_metric": metrics[head.metric(cfg)],
+              "best_eval_metric": state.best_metric, "metric_for_best_model": head.metric(cfg),
+              "problem_type": head.problem_type, "steps": state.step, "total_steps": loop.total_steps,
               "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 2),
               "train_samples_per_second": round(loop.samples_seen * accelerator.num_processes
                                                 / max(train_seconds, 1e-9), 3),

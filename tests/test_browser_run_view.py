@@ -2,7 +2,8 @@
 real runs (tests/_run_view_fixtures.py): a finished run with a single evaluation shows its metric point, the
 misclassified table has label / prediction / score before the text and every table fits its box, the one-class
 warning is visible; an image run shows its mistakes as pictures; a failed run shows its error panel, no results,
-a log box at its end, and only Resume enabled. Screenshots go to artifacts/run_view_*.png."""
+a log box at its end, and only Resume enabled; Cancel before a checkpoint says Resume restarts it
+(issue 25). Screenshots go to artifacts/run_view_*.png."""
 
 from __future__ import annotations
 
@@ -215,3 +216,57 @@ def test_busy_phase_bar_moves(browser, view_runs):
             assert "evaluating on the validation set" in page.locator("#bar").inner_text()
         finally:
             context.close()
+
+
+LONG_DIGITS = {"dataset_name": "bundled:digits", "model_name_or_path": "mlp", "max_steps": 20_000,
+               "logging_steps": 1_000_000, "save_steps": 1_000_000}  # no train event, no checkpoint before the end
+
+
+@pytest.fixture
+def fresh(browser, tmp_path, view_runs):
+    """(page, runs folder, job runner): the whole app on a runs folder holding a copy of the finished `digits` run,
+    which the page shows first; any run a test leaves going is cancelled at the end."""
+    import shutil
+
+    from _app_fixtures import serve_app
+    from ui.train_tab import manager
+
+    runs = tmp_path / "runs"
+    shutil.copytree(view_runs / "digits", runs / "digits", ignore=shutil.ignore_patterns("checkpoints"))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        with serve_app(runs) as address:
+            page.goto(address)
+            page.get_by_role("tab", name="Fine-tuning").click()
+            page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('digits')")
+            yield page, runs, manager(runs)
+    finally:
+        context.close()
+
+
+def test_cancel_before_the_first_checkpoint_then_resume_says_it_restarts(fresh):
+    """Issue 25 #4: cancelled before its first checkpoint, a run is said to restart from the beginning on Resume
+    (as the trainer then does and its log says), not to keep checkpoints or to resume from the latest one."""
+    page, runs, mgr = fresh
+    mgr.submit(LONG_DIGITS, name="early")
+    _show(page, "early")
+    page.wait_for_function("!document.querySelector('#train-cancel').disabled")
+    page.wait_for_selector("#run-state[data-state='running']")
+    page.locator("#train-cancel").click()
+    page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('cancelled')")
+    said = page.locator("#run-message").inner_text()
+    assert "cancelled before its first checkpoint: Resume starts it again from the beginning" in said, said
+    assert "checkpoints are kept" not in said
+    assert "starts again from the beginning" in page.locator("#run-note").inner_text()
+    page.wait_for_function("!document.querySelector('#train-resume').disabled")
+    _shot(page, "8_cancelled_before_a_checkpoint")
+    page.locator("#train-resume").click()
+    page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('restart')")
+    said = page.locator("#run-message").inner_text()
+    assert "restarted from the beginning (no checkpoint yet)" in said and "latest checkpoint" not in said, said
+    page.wait_for_selector("#run-state[data-state='running']")
+    # the trainer's own words agree: it found no checkpoint and starts from the beginning
+    page.wait_for_function("(document.querySelector('#run-log')?.innerText || '').includes('no complete checkpoint')")
+    _shot(page, "9_restarted")

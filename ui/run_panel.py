@@ -236,13 +236,7 @@ def _wire_actions(c: dict, mgr: JobManager) -> None:
         except (JobError, ConfigError) as e:
             raise gr.Error("; ".join(e.problems) if isinstance(e, ConfigError) else str(e),
                            print_exception=False) from None
-        if what == "cancel":
-            done = f"Run `{selected}` cancelled; its checkpoints are kept for Resume."
-        elif info["state"] == "queued":
-            done = f"Run `{selected}` queued to resume (position {info.get('queue_position')})."
-        else:
-            done = f"Run `{selected}` resumed from its latest checkpoint."
-        return (run_view.progress_html(info), message(done), *_buttons(info))
+        return (run_view.progress_html(info), message(run_view.action_words(what, info)), *_buttons(info))
 
     @ui_errors(toast=False)
     def run_cancel(selected):

@@ -98,12 +98,33 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def checkpoint_step(info: dict) -> int | None:
+    """The step Resume continues a run from: its latest complete checkpoint's, the one the trainer's
+    `resume_from_checkpoint: latest` picks (None: there is none, so Resume starts the run again from step 0)."""
+    ckpt = RunDir(info["dir"]).latest_checkpoint()
+    return int(ckpt.name.removeprefix("step-")) if ckpt else None
+
+
+def action_words(action: str, info: dict) -> str:
+    """What Cancel or Resume did to the run, true to what Resume does next: continue from the latest checkpoint,
+    or start again from the beginning when the run stopped before its first one."""
+    name, step = f"`{info['name']}`", checkpoint_step(info)
+    if action == "cancel":
+        return (f"Run {name} cancelled before its first checkpoint: Resume starts it again from the beginning."
+                if step is None else f"Run {name} cancelled; Resume continues it from its checkpoint at step {step}.")
+    how = "from the beginning (no checkpoint yet)" if step is None else f"from its checkpoint at step {step}"
+    if info["state"] == "queued":
+        return f"Run {name} queued to {'restart' if step is None else 'resume'} {how} (position " \
+               f"{info.get('queue_position')})."
+    return f"Run {name} {'restarted' if step is None else 'resumed'} {how}."
+
+
 def failure_html(info: dict | None) -> str | None:
     """The panel of a failed run (its error line, where to look, how to go on); a note for a cancelled one."""
     if not info or info["state"] not in ("failed", "cancelled"):
         return None
-    ckpt = RunDir(info["dir"]).latest_checkpoint()
-    resume = (f"it continues from the last checkpoint (step {ckpt.name.removeprefix('step-')})" if ckpt else
+    step = checkpoint_step(info)
+    resume = (f"it continues from the last checkpoint (step {step})" if step is not None else
               "it starts again from the beginning (no checkpoint was saved)")
     if info["state"] == "cancelled":
         return (f"<div id='run-note' style='border:1px solid #fcd34d;background:#fffbeb;color:#78350f;"

@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None, paused_gc: bool = False) -> int:
             time.sleep(5)
         return report(e)
     except Cancelled:
-        print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
-              file=sys.stderr)
+        latest = RunDir(cfg.output_dir).latest_checkpoint()
+        print(f"hubtune: training cancelled; --resume_from_checkpoint latest continues from {latest.name}"
+              if latest else "hubtune: training cancelled before its first checkpoint; --resume_from_checkpoint "
+              "latest starts it again from the beginning", file=sys.stderr)
         return 130
     return 0
 

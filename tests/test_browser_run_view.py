@@ -2,12 +2,13 @@
 real runs (tests/_run_view_fixtures.py): a finished run with a single evaluation shows its metric point, the
 misclassified table has label / prediction / score before the text and every table fits its box, the one-class
 warning is visible; an image run shows its mistakes as pictures; a failed run shows its error panel, no results,
-a log box at its end, and only Resume enabled; Cancel before a checkpoint says Resume restarts it
-(issue 25). Screenshots go to artifacts/run_view_*.png."""
+a log box at its end, and only Resume enabled; a run started by the job runner counts its steps, and
+Cancel before a checkpoint says Resume restarts it (issue 25). Screenshots go to artifacts/run_view_*.png."""
 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image
 from conftest import ROOT
 from _app_fixtures import serve  # (the browser fixture comes from conftest)
 from _run_view_fixtures import view_runs  # noqa: F401 - a fixture
+from engine.rundir import RunDir
 
 ART = ROOT / "artifacts"
 
@@ -244,6 +246,26 @@ def fresh(browser, tmp_path, view_runs):
             yield page, runs, manager(runs)
     finally:
         context.close()
+
+
+def _progress(page) -> str:
+    return page.locator("#run-progress").inner_text()
+
+
+def test_progress_follows_the_steps_as_they_happen(fresh):
+    """Issue 25 #6: the progress line counts the steps while the run has logged no train event yet (it logs one
+    every logging_steps; the line said "step 0/N" until then)."""
+    page, runs, mgr = fresh
+    mgr.submit(LONG_DIGITS, name="long")
+    _show(page, "long")
+    page.wait_for_function("(() => { const p = document.querySelector('#run-progress');"
+                           " return p && p.innerText.includes('long') && /step [1-9][0-9]*\\/20000/.test(p.innerText)"
+                           " && !!p.querySelector(\"#run-state[data-state='running']\"); })()")
+    assert not [e for e in RunDir(runs / "long").read_events() if e.get("type") == "train"]  # the log's pace only
+    first = int(re.search(r"step (\d+)/", _progress(page)).group(1))
+    page.wait_for_function(f"(() => {{ const m = /step (\\d+)\\/20000/.exec(document.querySelector("
+                           f"'#run-progress')?.innerText || ''); return m && +m[1] > {first}; }})()")  # it goes on
+    _shot(page, "7_steps_between_train_events")
 
 
 def test_cancel_before_the_first_checkpoint_then_resume_says_it_restarts(fresh):

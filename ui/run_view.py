@@ -178,14 +178,34 @@ CHARTS = {"loss": ("loss", None, "plain"), "metrics": (None, None, None), "lr": 
 
 def curves(run_dir: Path | None) -> dict:
     """matplotlib Figures for the loss, validation-metric, learning-rate and throughput charts (for gr.Plot);
-    with no run directory, the same charts saying "no data yet"."""
+    with no run directory, the same charts saying "no data yet"; a run's empty chart says when its first point
+    comes."""
     from engine.hub.plots import curve_figure
 
     v = heads_view.view(heads_view.run_problem_type(run_dir))
     data = curve_series(run_dir, v) if run_dir is not None else {name: [] for name in CHARTS}
     charts = dict(CHARTS, metrics=(v.curve_title, v.curve_range, v.curve_format))
-    return {name: curve_figure(title, data[name], y_range=y_range, y_format=style)
+    first = _first_points(run_dir) if run_dir is not None else {}
+    return {name: curve_figure(title, data[name], y_range=y_range, y_format=style,
+                               empty=f"no data yet: {first[name]}" if name in first else "no data yet")
             for name, (title, y_range, style) in charts.items()}
+
+
+def _first_points(run_dir: Path) -> dict[str, str]:
+    """When each chart gets its first point, from the run's config: a train event every logging_steps, an
+    evaluation every eval_steps or epoch (the charts say so instead of a bare "no data yet" while the progress
+    line already counts steps)."""
+    from engine.rundir import read_config
+
+    cfg, total = read_config(RunDir(run_dir)), RunDir(run_dir).read_status().get("total_steps")
+    logged = cfg.get("logging_steps")
+    if not isinstance(logged, int):
+        return {}
+    step = min(logged, total) if isinstance(total, int) and total > 0 else logged
+    evaluated = (f"first evaluation at step {cfg.get('eval_steps')}" if cfg.get("eval_strategy") == "steps"
+                 else "first evaluation after epoch 1")
+    return {"loss": f"first point at step {step}", "lr": f"first point at step {step}",
+            "speed": f"first point at step {step}", "metrics": evaluated}
 
 
 def log_tail(run_dir: Path, lines: int = 200) -> str:

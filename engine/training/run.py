@@ -263,7 +263,7 @@ def _fit(cfg, loop: Loop) -> None:
 
 def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
     """Log, evaluate, checkpoint after an optimizer step as the config asks; True when training should stop."""
-    from engine.training.evaluation import train_event
+    from engine.training.evaluation import step_progress, train_event
 
     accelerator, state, clock = loop.accelerator, loop.state, loop.clock
     crash_point("after_step", state.step, accelerator.process_index)
@@ -274,6 +274,8 @@ def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
                     loop.sampler.samples_done(batch_idx), len(loop.sampler.lengths), loop.perf)
         window.reset()
         clock["t_window"], clock["window_paused"] = now, 0.0
+    else:  # the train event writes the step into status.json; between them, this does
+        step_progress(accelerator, loop.run, state, clock, state.step - loop.start_step, loop.total_steps)
     if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
         _paused(loop, _evaluate, cfg, loop)
     if state.step % cfg.save_steps == 0:

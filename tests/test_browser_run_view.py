@@ -2,8 +2,8 @@
 real runs (tests/_run_view_fixtures.py): a finished run with a single evaluation shows its metric point, the
 misclassified table has label / prediction / score before the text and every table fits its box, the one-class
 warning is visible; an image run shows its mistakes as pictures; a failed run shows its error panel, no results,
-a log box at its end, and only Resume enabled; a run started by the job runner counts its steps, and
-Cancel before a checkpoint says Resume restarts it (issue 25). Screenshots go to artifacts/run_view_*.png."""
+a log box at its end, and only Resume enabled; a run started (Start, or the job runner) shows at once and counts its
+steps, and Cancel before a checkpoint says Resume restarts it (issue 25). Screenshots go to artifacts/run_view_*.png."""
 
 from __future__ import annotations
 
@@ -292,3 +292,36 @@ def test_cancel_before_the_first_checkpoint_then_resume_says_it_restarts(fresh):
     # the trainer's own words agree: it found no checkpoint and starts from the beginning
     page.wait_for_function("(document.querySelector('#run-log')?.innerText || '').includes('no complete checkpoint')")
     _shot(page, "9_restarted")
+
+
+def test_start_shows_the_new_run_at_once(fresh):
+    """Issue 25 #7: from the moment Start says the run started, the progress line shows that run (not the run shown
+    before, for the seconds until the next refresh), and no refresh running meanwhile draws the old one back."""
+    page, runs, mgr = fresh
+    page.wait_for_selector("#run-state[data-state='done']")
+    _choose(page, "train-base-model", "mlp")
+    _choose(page, "train-bundled", "bundled:digits")
+    page.locator("#cfg-max_steps input[type=number]").fill("20000")
+    page.locator("#train-run-name textarea, #train-run-name input").first.fill("fresh")
+    page.evaluate("""() => { window.hubtuneAtStart = null; window.hubtuneSeen = [];
+        new MutationObserver(() => {
+            const shown = document.querySelector('#run-progress')?.innerText || '';
+            const said = document.querySelector('#train-problems')?.innerText || '';
+            if (window.hubtuneAtStart === null && said.includes('started')) window.hubtuneAtStart = shown;
+            if (window.hubtuneAtStart !== null) window.hubtuneSeen.push(shown);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+    page.locator("#train-start").click()
+    page.wait_for_function("window.hubtuneAtStart !== null")
+    at_start = page.evaluate("window.hubtuneAtStart")
+    assert "run fresh" in at_start and "run digits" not in at_start, at_start
+    page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('running')")
+    seen = page.evaluate("window.hubtuneSeen")
+    assert not [s for s in seen if "run digits" in s], seen  # never the previous run again
+    _shot(page, "10_started")
+
+
+def _choose(page, elem_id, option):
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    listbox = box.get_attribute("aria-controls")  # each dropdown's options are tied to its input
+    page.locator(f"li[id^='{listbox}-option'][aria-label='{option}']").click()

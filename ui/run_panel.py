@@ -15,7 +15,7 @@ import gradio as gr
 from engine.config import ConfigError
 from engine.runs.jobs import JobError, JobManager
 from ui import hub_panel, run_view
-from ui.common import message, show_errors, ui_errors
+from ui.common import SessionValue, message, show_errors, ui_errors
 
 REFRESH_SECONDS = 2.0  # charts, log and results (redrawn only when the run's files changed)
 STATUS_SECONDS = 1.0  # progress line, phase and buttons: cheap, and a phase such as saving may last a second
@@ -72,6 +72,10 @@ def build(mgr: JobManager) -> dict:
     # the picker's value when it was queued: a tick queued before a pick carries the run the user left (or none),
     # and showing that would put it back on screen and in the picker, for good. Refreshes show `picked` once set.
     c["picked"] = gr.State(None)
+    # per browser session, on the server: the run last chosen (a pick or a Start), read when a refresh *ends*. A
+    # refresh already running when Start (or a pick) changed the run would otherwise draw the run it began with
+    # over the new one, which stayed on screen until the next tick
+    c["chosen"] = SessionValue()
     c["timer"] = gr.Timer(REFRESH_SECONDS)
     c["status_timer"] = gr.Timer(STATUS_SECONDS)
     return c
@@ -153,6 +157,25 @@ def _drawings(info: dict | None, drawn: dict) -> tuple[list, dict]:
     return out, sig
 
 
+def _drawing_outputs(c: dict) -> list:
+    return [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"], c["warning"],
+            c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"], c["drawn"]]
+
+
+def view_outputs(c: dict) -> list:
+    """The components that show one run: progress line, failure panel, Cancel, Resume, charts, log, results."""
+    return [c["progress"], c["failure"], c["cancel"], c["resume"], *_drawing_outputs(c)]
+
+
+def show_new_run(c: dict, info: dict) -> list:
+    """view_outputs' values for a run just started or queued (Start): the page shows it at once ("starting · run
+    X", its empty charts and log) instead of the previous run until the next refresh, and refreshes still running
+    with the previous run do not draw it back (c["chosen"])."""
+    c["chosen"].set(info["name"])
+    drawings, sig = _drawings(info, {})
+    return [*_status(info), *drawings, sig]
+
+
 def _pick(runs: list[dict], selected: str | None) -> tuple[str | None, dict | None]:
     """The run to show: the selected one, else the active one, else the newest; and its info."""
     names = [r["name"] for r in runs]
@@ -172,9 +195,12 @@ def wire(c: dict, mgr: JobManager) -> None:
     # the quick tick also hides a shown run's results as soon as that run is not done (another run was picked, or
     # it is training again): results of one run never sit under another run's progress line
     tick_outputs = [*status_outputs, c["results"]]
-    drawing_outputs = [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"],
-                       c["warning"], c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"],
-                       c["drawn"]]
+    drawing_outputs = _drawing_outputs(c)
+
+    def outdated(asked: str | None) -> bool:
+        """Whether another run was chosen on this page while a refresh showing `asked` was running."""
+        chosen = c["chosen"].peek()
+        return chosen is not None and asked != chosen
 
     def read(selected):
         """Re-read every run from disk (this is also how a reloaded page reattaches): (status outputs, shown run)."""
@@ -197,10 +223,12 @@ def wire(c: dict, mgr: JobManager) -> None:
         if info is None:
             _, info = _pick(mgr.list_runs(), selected)
         view, sig = _drawings(info, drawn or {})
-        return (*view, sig)
+        return (gr.skip(),) * len(drawing_outputs) if outdated(selected) else (*view, sig)
 
     def tick(selected, picked):
         status, info = read(picked or selected)  # see c["picked"] in build
+        if outdated(picked or selected):
+            return (gr.skip(),) * len(tick_outputs)
         return (*status, gr.skip() if info and info["state"] == "done" else gr.update(visible=False))
 
     c["status_timer"].tick(tick, [c["run"], c["picked"]], tick_outputs, api_name="train_refresh",
@@ -211,6 +239,7 @@ def wire(c: dict, mgr: JobManager) -> None:
     def select_run(selected, drawn):
         """A run chosen by the user: its whole view at once, and the previous action's message cleared; the
         choice is remembered: refreshes queued before it show this run, not the one in their queued inputs."""
+        c["chosen"].set(selected)
         return (*refresh(selected), *refresh_drawings(selected, drawn), "", selected)
 
     outputs = [*status_outputs, *drawing_outputs, c["action_message"], c["picked"]]

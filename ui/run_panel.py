@@ -32,7 +32,7 @@ def build(mgr: JobManager) -> dict:
                              column_widths=["19%", "14%", "12%", "20%", "22%", "13%"])
     with gr.Row(equal_height=True):
         # custom values: API clients name runs started after this page was built; handlers check every name
-        c["run"] = gr.Dropdown([r["name"] for r in mgr.list_runs()], value=None, label="show run",
+        c["run"] = gr.Dropdown([r["name"] for r in mgr.every_run()], value=None, label="show run",
                                allow_custom_value=True, elem_id="train-run", scale=3)
         # disabled until the refresh sees a run they apply to (the first tick comes within STATUS_SECONDS)
         c["cancel"] = gr.Button("Cancel", variant="secondary", interactive=False, elem_id="train-cancel", scale=1)
@@ -66,7 +66,7 @@ def build(mgr: JobManager) -> dict:
         # shown once wired to a Prediction tab (app.py), hidden on the standalone page
         c["open_predict"] = gr.Button("Open model in the Prediction tab", variant="primary",
                                       elem_id="train-open-predict", visible=False)
-        c["hub"] = hub_panel.build(c["run"], mgr.run_dir)  # push the shown finished run to the Hub
+        c["hub"] = hub_panel.build(c["run"], lambda name: Path(mgr.record(name)["dir"]))  # push the shown run
     c["drawn"] = gr.State({})  # per page: the file signatures its charts, log and results were drawn from
     # per page: the run last put in the picker by the user (or by Start). Gradio reads a State when the event runs,
     # the picker's value when it was queued: a tick queued before a pick carries the run the user left (or none),
@@ -90,8 +90,9 @@ def _stamp(path: Path) -> tuple:
 
 
 def _buttons(info: dict | None) -> tuple:
-    """Cancel only for a run that can be stopped, Resume only for one that can go on; bright only when enabled."""
-    state = info["state"] if info else None
+    """Cancel only for a run that can be stopped, Resume only for one that can go on; bright only when enabled.
+    Only the job runner's own runs: a run trained from the shell or a search's trial is not this page's to stop."""
+    state = info["state"] if info and info.get("origin", "app") == "app" else None
     can_cancel, can_resume = state in ACTIVE, state in RESUMABLE
     return (gr.update(interactive=can_cancel, variant="stop" if can_cancel else "secondary"),
             gr.update(interactive=can_resume, variant="primary" if can_resume else "secondary"))
@@ -149,7 +150,8 @@ def _drawings(info: dict | None, drawn: dict) -> tuple[list, dict]:
         out += [cur["loss"], cur["metrics"], cur["lr"], cur["speed"]]
     else:
         out += [gr.skip()] * 4
-    out.append(run_view.log_html(run_dir) if sig["log"] != drawn.get("log") else gr.skip())
+    out.append(run_view.log_html(run_dir, (info or {}).get("origin")) if sig["log"] != drawn.get("log")
+               else gr.skip())
     if sig["results"] != drawn.get("results"):
         out += _results(info or {"state": None}, run_dir)
     else:
@@ -205,7 +207,7 @@ def wire(c: dict, mgr: JobManager) -> None:
     def read(selected):
         """Re-read every run from disk (this is also how a reloaded page reattaches): (status outputs, shown run)."""
         mgr.poll()
-        runs = mgr.list_runs()
+        runs = mgr.every_run()  # the shell's runs and searches' trials too: every run of the folder
         selected, info = _pick(runs, selected)
         return (run_view.runs_table(runs), gr.update(choices=[r["name"] for r in runs], value=selected),
                 *_status(info)), info
@@ -217,11 +219,11 @@ def wire(c: dict, mgr: JobManager) -> None:
         """Redraw what changed of the shown run (the same choice of run as `refresh`)."""
         selected = picked or selected  # see c["picked"] in build
         try:
-            info = mgr.info(selected) if selected else None  # one run's files, not every run's
+            info = mgr.record(selected) if selected else None  # one run's files, not every run's
         except JobError:
             info = None
         if info is None:
-            _, info = _pick(mgr.list_runs(), selected)
+            _, info = _pick(mgr.every_run(), selected)
         view, sig = _drawings(info, drawn or {})
         return (gr.skip(),) * len(drawing_outputs) if outdated(selected) else (*view, sig)
 
@@ -289,9 +291,13 @@ def wire_open_in_predict(c: dict, mgr: JobManager, tabs, predict_model, predict_
                          runs_dir=None) -> None:
     """'Open model in the Prediction tab': select that tab and put the run in its model picker."""
     def open_predict(selected):
-        if not selected or not (mgr.run_dir(selected) / "model" / "config.json").exists():
+        try:
+            run_dir = Path(mgr.record(selected)["dir"]) if selected else None
+        except JobError:
+            run_dir = None
+        if run_dir is None or not (run_dir / "model" / "config.json").exists():
             raise gr.Error("this run has no finished model yet")
-        path = str(Path(runs_dir) / selected) if runs_dir is not None else str(mgr.run_dir(selected))
+        path = str(Path(runs_dir) / selected) if runs_dir is not None else str(run_dir)
         try:
             from ui.predict_tab import model_choices
 

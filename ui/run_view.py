@@ -22,6 +22,8 @@ STATE_COLORS = {"queued": "#6b7280", "starting": "#2563eb", "running": "#2563eb"
 # what a busy run is doing when its step count says nothing new (the ETA only measures training steps)
 PHASES = {"evaluating": "evaluating on the validation set", "checkpointing": "saving a checkpoint",
           "saving": "saving the model", "pushing": "pushing to the Hub"}
+# runs the job runner did not start, as the run view names them (they have no Cancel or Resume here)
+ORIGINS = {"shell": "trained from the shell", "search": "a search's trial"}
 # the bar of a phase without a measurable end: stripes moving left to right
 _INDETERMINATE_CSS = ("<style>@keyframes hubtune-busy{from{background-position:0 0}to{background-position:40px 0}}"
                       "</style>")
@@ -35,6 +37,8 @@ def progress_html(info: dict | None) -> str:
     color = STATE_COLORS.get(state, "#6b7280")
     parts = [f"<b id='run-state' data-state='{state}' style='color:{color}'>{state}</b>",
              f"run <code>{html.escape(info['name'])}</code>"]
+    if info.get("origin") in ORIGINS:
+        parts.append(f"<span id='run-origin'>{ORIGINS[info['origin']]}</span>")
     if total:
         parts.append(f"step {step}/{total}")
     busy = _busy(info)
@@ -126,17 +130,20 @@ def failure_html(info: dict | None) -> str | None:
     step = checkpoint_step(info)
     resume = (f"it continues from the last checkpoint (step {step})" if step is not None else
               "it starts again from the beginning (no checkpoint was saved)")
+    # Resume is the job runner's: a run from the shell (or a search's trial) goes on where it was started
+    press = {"shell": "run its command again with <code>--resume_from_checkpoint latest</code>",
+             "search": "resume its search"}.get(info.get("origin"), "press <b>Resume</b>")
     if info["state"] == "cancelled":
         return (f"<div id='run-note' style='border:1px solid #fcd34d;background:#fffbeb;color:#78350f;"
                 f"border-radius:6px;padding:10px 12px'><b>Run cancelled</b> at step {info.get('step') or 0}. "
-                f"Press <b>Resume</b> and {resume}.</div>")
+                f"{press[0].upper()}{press[1:]} and {resume}.</div>")
     from ui.common import hide_server_paths  # a visitor sees the file it gave, not where the server keeps it
 
     line = html.escape(hide_server_paths(info.get("error") or "the training process stopped without an error line"))
     return (f"<div id='run-error' role='alert' style='border:2px solid #dc2626;background:#fef2f2;color:#7f1d1d;"
             f"border-radius:6px;padding:10px 12px'><div style='font-weight:700;font-size:1.1em'>⛔ Run failed</div>"
             f"<div style='margin:6px 0;font-family:var(--font-mono,monospace);white-space:pre-wrap'>{line}</div>"
-            f"<div>The log below shows what the run did before it stopped. Fix the cause, then press <b>Resume</b> "
+            f"<div>The log below shows what the run did before it stopped. Fix the cause, then {press} "
             f"and {resume}, or start a new run.</div></div>")
 
 
@@ -221,11 +228,14 @@ def log_tail(run_dir: Path, lines: int = 200) -> str:
     return "\n".join([line for line in out if line.strip()][-lines:])
 
 
-def log_html(run_dir: Path | None) -> str:
+def log_html(run_dir: Path | None, origin: str | None = None) -> str:
     """The log tail in a box that shows its end: a reversed flex column starts scrolled to the bottom and stays
-    there when the content is replaced (no script, so it holds on every refresh)."""
+    there when the content is replaced (no script, so it holds on every refresh). A run trained from the shell
+    has no train.log: its log went to the terminal that ran it."""
     text = log_tail(run_dir) if run_dir is not None else ""
-    body = html.escape(text) if text else "<span style='color:#6b7280'>(no log yet)</span>"
+    empty = "(no train.log: this run was trained from the shell, its log went to that terminal)" \
+        if origin == "shell" else "(no log yet)"
+    body = html.escape(text) if text else f"<span style='color:#6b7280'>{empty}</span>"
     return ("<div style='font-size:var(--block-label-text-size,12px);color:var(--block-label-text-color,#6b7280);"
             "margin-bottom:4px'>log (train.log) · the latest lines are at the bottom</div>"
             "<div id='run-log' style='display:flex;flex-direction:column-reverse;height:16em;overflow:auto;"
@@ -239,8 +249,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
         best, base = r.get("best_metric"), str(r.get("base_model") or "")
+        where = {"shell": " · shell", "search": " · search trial"}.get(r.get("origin"), "")
         rows.append({"run": r["name"], "status": r["state"] + (f" (#{r['queue_position']})" if r.get("queue_position")
-                                                              else ""),
+                                                              else "") + where,
                      "step": f"{r.get('step') or 0}/{r.get('total_steps') or '?'}",
                      "best metric": f"{r.get('metric')} {best:.3f}" if isinstance(best, (int, float)) else "",
                      # the model's own name: the owner part of a Hub id or a local folder's path would crowd the list

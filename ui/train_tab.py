@@ -323,7 +323,7 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
                 "; run the pre-flight (Check) to know how long it takes")
         return (message(f"run `{info['name']}` {where}: {len(checked.splits.train):,} training examples{cost}"),
                 info["command"], cfg_path.read_text(), str(cfg_path),
-                gr.update(choices=[r["name"] for r in mgr.list_runs()], value=info["name"]), info["name"],
+                gr.update(choices=[r["name"] for r in mgr.every_run()], value=info["name"]), info["name"],
                 *run_panel.show_new_run(c, info))
 
     # the new run is shown from now on, by refreshes queued before Start too (see run_panel.build)

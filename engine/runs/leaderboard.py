@@ -17,8 +17,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError, report
 from engine.rundir import RunDir, list_runs, read_config
-from engine.runs.jobs import data_label
-from engine.runs.listing import parse_runs_args, print_table, runs_parser, summary
+from engine.runs.listing import data_label, parse_runs_args, print_table, runs_parser, summary
 
 # one row's keys, in the CSV's column order
 COLUMNS = ("name", "group", "state", "task", "base_model", "dataset", "metric", "best_metric", "learning_rate",

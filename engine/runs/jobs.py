@@ -366,8 +366,10 @@ class JobManager:
         trained from the shell, the last two read from their files (engine/runs/listing.py's file_record)."""
         from engine.rundir import is_run
 
+        # a run from the shell may have any folder name ("my run"): refused are only names that leave the folder
+        parts = (name or "").split("/")
         path = self.runs_dir / (name or "")
-        if not name or len(name.split("/")) > 2 or any(slug(p) != p for p in name.split("/")) or not is_run(path):
+        if not name or len(parts) > 2 or any(not p or p.startswith(".") for p in parts) or not is_run(path):
             raise JobError(f"run: no run named '{name}' in the runs folder")
         if "/" not in name and (path / "job.json").is_file() and not path.is_symlink():
             return self.info(name)

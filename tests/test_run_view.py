@@ -317,6 +317,8 @@ def test_progress_follows_the_steps_between_train_events(tmp_path, monkeypatch, 
     charts = run_view.curves(early.path)
     assert [t.get_text() for t in charts["loss"].axes[0].texts] == ["no data yet", "first point at step 6"]
     assert [t.get_text() for t in charts["metrics"].axes[0].texts] == ["no data yet", "first evaluation after epoch 1"]
+    early.write_status("cancelled")  # stopped before it: no point is coming
+    assert [t.get_text() for t in run_view.curves(early.path)["loss"].axes[0].texts] == ["no data yet"]
 
     search = tmp_path / "search-1"
     trial = RunDir(shutil.copytree(view_runs / "one-eval", search / "trial-0",

@@ -204,10 +204,10 @@ def _first_points(run_dir: Path) -> dict[str, str]:
     line already counts steps)."""
     from engine.rundir import read_config
 
-    cfg, total = read_config(RunDir(run_dir)), RunDir(run_dir).read_status().get("total_steps")
-    logged = cfg.get("logging_steps")
-    if not isinstance(logged, int):
-        return {}
+    cfg, status = read_config(RunDir(run_dir)), RunDir(run_dir).read_status()
+    logged, total = cfg.get("logging_steps"), status.get("total_steps")
+    if not isinstance(logged, int) or status.get("state") not in ("queued", "running"):
+        return {}  # a run that stopped gets no first point any more
     step = min(logged, total) if isinstance(total, int) and total > 0 else logged
     evaluated = (f"first evaluation at step {cfg.get('eval_steps')}" if cfg.get("eval_strategy") == "steps"
                  else "first evaluation after epoch 1")

@@ -12,6 +12,9 @@ A run directory holds:
                          by an atomic rename once it is complete, so a failed run never looks finished
     checkpoints/step-N/  accelerate state, each renamed into place only once fully written
 
+A run's best number (`best_metric`) is read in one place for every listing, table, export and chart: the value
+its saved model delivers on the validation set once it is done, else the best evaluation so far.
+
 Which folders of a runs directory are runs (`list_runs`): a run is a directory holding at least one of config.yaml,
 status.json or job.json. Everything else that lives in a runs folder is skipped: the job runner's lock file, the
 `uploads/` folder, hidden entries and stray files.
@@ -24,7 +27,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES = ("done", "failed", "cancelled")
@@ -198,3 +201,55 @@ def read_config(run: RunDir) -> dict:
         return yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return {}
+
+
+# a run's best number ------------------------------------------------------------------------------------------------
+
+
+class Best(NamedTuple):
+    """The metric that picks a run's best model, its value and the step of the weights that give it."""
+
+    metric: str | None
+    value: float | None
+    step: int | None = None
+    final: bool = False  # metrics.json's: what the saved model delivers (multi-label: at its tuned thresholds)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def best_metric(run: RunDir, cfg: dict | None = None, status: dict | None = None,
+                events: list[dict] | None = None) -> Best:
+    """A run's one best number, the same in every listing, table, export and chart. Done: metrics.json's validation
+    value of metric_for_best_model, measured on the saved (best) weights with whatever the head tuned on them, so a
+    multi-label run gives its micro F1 at the tuned thresholds, not the 0.5-threshold evaluation that picked the
+    step; runs written before metrics.json named its metric fall back to its top-level best_metric. Not done yet:
+    the best of the evaluations so far, higher or lower as the run's head says (engine/tasks/heads)."""
+    final = read_json(run.metrics, {}) or {}
+    metric = final.get("metric_for_best_model")
+    value = (final.get("validation") or {}).get(metric) if metric else None
+    if metric and (_number(value) or _number(final.get("best_metric"))):
+        return Best(metric, value if _number(value) else final["best_metric"], final.get("best_step"), True)
+    return _best_so_far(run, read_config(run) if cfg is None else cfg,
+                        run.read_status() if status is None else status, events)
+
+
+def _best_so_far(run: RunDir, cfg: dict, status: dict, events: list[dict] | None) -> Best:
+    from types import SimpleNamespace
+
+    from engine.tasks.heads import HEADS
+
+    problem = status.get("problem_type") or cfg.get("problem_type")
+    if problem not in HEADS:  # 'auto' before training has looked at the labels: no head known yet
+        chosen = str(cfg.get("metric_for_best_model") or "auto").removeprefix("eval_")
+        return Best(None if chosen == "auto" else chosen, None)
+    head = HEADS[problem]()
+    metric = head.metric(SimpleNamespace(metric_for_best_model=cfg.get("metric_for_best_model")))
+    evals = [e for e in (run.read_events() if events is None else events)
+             if e.get("type") == "eval" and _number(e.get(f"eval_{metric}"))]
+    if not evals:
+        return Best(metric, None)
+    pick = max if head.greater_is_better(metric) else min
+    best = pick(evals, key=lambda e: e[f"eval_{metric}"])
+    return Best(metric, best[f"eval_{metric}"], best.get("step"))

@@ -211,3 +211,29 @@ def test_check_on_imbalanced_data_hints_class_weights(page, tmp_path):
     page.wait_for_function("(document.querySelector('#train-yaml')?.innerText || '').includes('class_weights: balanced')")
     hint.scroll_into_view_if_needed()
     _shot(page, "class_weights_hint")
+
+
+def test_multi_label_run_shows_one_best_number(page, head_runs):
+    """Issue 25 #2: the Fine-tuning runs table, the run's progress line and the Runs tab (table and CSV) give the
+    mesh run's one best number, micro F1 at its tuned thresholds (what its saved model delivers), marked as tuned;
+    its chart draws the 0.5-threshold evaluations and the tuned value apart (artifacts/heads_one_best_number.png)."""
+    import csv
+
+    tuned = json.loads((head_runs / "mesh" / "metrics.json").read_text())["validation"]["f1_micro"]
+    _show_run(page, "mesh")
+    row = page.locator("#train-runs [role=row]", has=page.locator("[role=gridcell]", has_text="mesh")).first
+    assert f"f1_micro {tuned:.3f}" in row.inner_text()
+    headline = page.locator("#run-headline").inner_text()
+    assert f"micro F1 {tuned:.3f}" in headline and "(tuned thresholds)" in headline
+    page.locator("#plot-metrics img").wait_for()
+    page.locator("#plot-metrics").scroll_into_view_if_needed()
+    _shot(page, "one_best_number")
+
+    page.get_by_role("tab", name="Runs").click()
+    cells = page.locator("#runs-table [role=row]", has=page.locator("[role=gridcell]", has_text="mesh")).first
+    cells.wait_for()
+    assert f"{tuned:.4f}" in cells.inner_text()
+    with page.expect_download() as download:
+        page.locator("#runs-csv").click()
+    rows = {r["name"]: r for r in csv.DictReader(open(download.value.path(), encoding="utf-8"))}
+    assert float(rows["mesh"]["best_metric"]) == pytest.approx(tuned)

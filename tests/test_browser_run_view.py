@@ -2,11 +2,13 @@
 real runs (tests/_run_view_fixtures.py): a finished run with a single evaluation shows its metric point, the
 misclassified table has label / prediction / score before the text and every table fits its box, the one-class
 warning is visible; an image run shows its mistakes as pictures; a failed run shows its error panel, no results,
-a log box at its end, and only Resume enabled. Screenshots go to artifacts/run_view_*.png."""
+a log box at its end, and only Resume enabled; a run started (Start, or the job runner) shows at once and counts its
+steps, and Cancel before a checkpoint says Resume restarts it (issue 25). Screenshots go to artifacts/run_view_*.png."""
 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from PIL import Image
 from conftest import ROOT
 from _app_fixtures import serve  # (the browser fixture comes from conftest)
 from _run_view_fixtures import view_runs  # noqa: F401 - a fixture
+from engine.rundir import RunDir
 
 ART = ROOT / "artifacts"
 
@@ -215,3 +218,110 @@ def test_busy_phase_bar_moves(browser, view_runs):
             assert "evaluating on the validation set" in page.locator("#bar").inner_text()
         finally:
             context.close()
+
+
+LONG_DIGITS = {"dataset_name": "bundled:digits", "model_name_or_path": "mlp", "max_steps": 20_000,
+               "logging_steps": 1_000_000, "save_steps": 1_000_000}  # no train event, no checkpoint before the end
+
+
+@pytest.fixture
+def fresh(browser, tmp_path, view_runs):
+    """(page, runs folder, job runner): the whole app on a runs folder holding a copy of the finished `digits` run,
+    which the page shows first; any run a test leaves going is cancelled at the end."""
+    import shutil
+
+    from _app_fixtures import serve_app
+    from ui.train_tab import manager
+
+    runs = tmp_path / "runs"
+    shutil.copytree(view_runs / "digits", runs / "digits", ignore=shutil.ignore_patterns("checkpoints"))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(90_000)
+    try:
+        with serve_app(runs) as address:
+            page.goto(address)
+            page.get_by_role("tab", name="Fine-tuning").click()
+            page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('digits')")
+            yield page, runs, manager(runs)
+    finally:
+        context.close()
+
+
+def _progress(page) -> str:
+    return page.locator("#run-progress").inner_text()
+
+
+def test_progress_follows_the_steps_as_they_happen(fresh):
+    """Issue 25 #6: the progress line counts the steps while the run has logged no train event yet (it logs one
+    every logging_steps; the line said "step 0/N" until then)."""
+    page, runs, mgr = fresh
+    mgr.submit(LONG_DIGITS, name="long")
+    _show(page, "long")
+    page.wait_for_function("(() => { const p = document.querySelector('#run-progress');"
+                           " return p && p.innerText.includes('long') && /step [1-9][0-9]*\\/20000/.test(p.innerText)"
+                           " && !!p.querySelector(\"#run-state[data-state='running']\"); })()")
+    assert not [e for e in RunDir(runs / "long").read_events() if e.get("type") == "train"]  # the log's pace only
+    first = int(re.search(r"step (\d+)/", _progress(page)).group(1))
+    page.wait_for_function(f"(() => {{ const m = /step (\\d+)\\/20000/.exec(document.querySelector("
+                           f"'#run-progress')?.innerText || ''); return m && +m[1] > {first}; }})()")  # it goes on
+    _shot(page, "7_steps_between_train_events")
+
+
+def test_cancel_before_the_first_checkpoint_then_resume_says_it_restarts(fresh):
+    """Issue 25 #4: cancelled before its first checkpoint, a run is said to restart from the beginning on Resume
+    (as the trainer then does and its log says), not to keep checkpoints or to resume from the latest one."""
+    page, runs, mgr = fresh
+    mgr.submit(LONG_DIGITS, name="early")
+    _show(page, "early")
+    page.wait_for_function("!document.querySelector('#train-cancel').disabled")
+    page.wait_for_selector("#run-state[data-state='running']")
+    page.locator("#train-cancel").click()
+    page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('cancelled')")
+    said = page.locator("#run-message").inner_text()
+    assert "cancelled before its first checkpoint: Resume starts it again from the beginning" in said, said
+    assert "checkpoints are kept" not in said
+    assert "starts again from the beginning" in page.locator("#run-note").inner_text()
+    page.wait_for_function("!document.querySelector('#train-resume').disabled")
+    _shot(page, "8_cancelled_before_a_checkpoint")
+    page.locator("#train-resume").click()
+    page.wait_for_function("(document.querySelector('#run-message')?.innerText || '').includes('restart')")
+    said = page.locator("#run-message").inner_text()
+    assert "restarted from the beginning (no checkpoint yet)" in said and "latest checkpoint" not in said, said
+    page.wait_for_selector("#run-state[data-state='running']")
+    # the trainer's own words agree: it found no checkpoint and starts from the beginning
+    page.wait_for_function("(document.querySelector('#run-log')?.innerText || '').includes('no complete checkpoint')")
+    _shot(page, "9_restarted")
+
+
+def test_start_shows_the_new_run_at_once(fresh):
+    """Issue 25 #7: from the moment Start says the run started, the progress line shows that run (not the run shown
+    before, for the seconds until the next refresh), and no refresh running meanwhile draws the old one back."""
+    page, runs, mgr = fresh
+    page.wait_for_selector("#run-state[data-state='done']")
+    _choose(page, "train-base-model", "mlp")
+    _choose(page, "train-bundled", "bundled:digits")
+    page.locator("#cfg-max_steps input[type=number]").fill("20000")
+    page.locator("#train-run-name textarea, #train-run-name input").first.fill("fresh")
+    page.evaluate("""() => { window.hubtuneAtStart = null; window.hubtuneSeen = [];
+        new MutationObserver(() => {
+            const shown = document.querySelector('#run-progress')?.innerText || '';
+            const said = document.querySelector('#train-problems')?.innerText || '';
+            if (window.hubtuneAtStart === null && said.includes('started')) window.hubtuneAtStart = shown;
+            if (window.hubtuneAtStart !== null) window.hubtuneSeen.push(shown);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true}); }""")
+    page.locator("#train-start").click()
+    page.wait_for_function("window.hubtuneAtStart !== null")
+    at_start = page.evaluate("window.hubtuneAtStart")
+    assert "run fresh" in at_start and "run digits" not in at_start, at_start
+    page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('running')")
+    seen = page.evaluate("window.hubtuneSeen")
+    assert not [s for s in seen if "run digits" in s], seen  # never the previous run again
+    _shot(page, "10_started")
+
+
+def _choose(page, elem_id, option):
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    listbox = box.get_attribute("aria-controls")  # each dropdown's options are tied to its input
+    page.locator(f"li[id^='{listbox}-option'][aria-label='{option}']").click()

@@ -115,3 +115,42 @@ def test_browser_compare_two_runs_and_delete(served, page, lr_runs, tmp_path):  
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == [
         "busy", "lr-5e-4", "lr-5e-5", "search", "tiny"]
     _shot(page, "deleted")
+
+
+def test_browser_fine_tuning_lists_runs_trained_from_the_shell(browser, tmp_path, lr_runs, tiny_run):  # noqa: F811
+    """Issue 25 #8: the Fine-tuning tab's runs table lists every run of the runs folder, the ones trained from the
+    shell (here all of them: engine.train wrote them, no job runner) marked as such and a search's trial too, and
+    a click on one shows it: its progress line, results and log note, and no Cancel or Resume (not this app's)."""
+    runs = runs_folder(tmp_path, lr_runs, tiny_run)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        with serve_app(runs) as url:
+            page.goto(url)
+            page.get_by_role("tab", name="Fine-tuning").click()
+            table = page.locator("#train-runs")
+            table.locator("[role=gridcell]", has_text="search/trial-1").first.wait_for()
+            rows = {r[0]: " ".join(r) for r in page.evaluate(  # the cells of each body row, by its data-row
+                "[...document.querySelectorAll('#train-runs [role=row]')].map(row => [...row.querySelectorAll("
+                "'[role=gridcell][data-row]')].map(td => td.innerText.trim())).filter(r => r.length)")}
+            assert set(rows) >= {"lr-5e-5", "lr-5e-4", "tiny", "old-run", "search/trial-1"}, rows
+            assert all("done · shell" in rows[n] for n in ("lr-5e-5", "lr-5e-4", "tiny", "old-run"))
+            assert "search trial" in rows["search/trial-1"]
+
+            table.locator("[role=gridcell]", has_text="lr-5e-4").first.click()
+            page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('lr-5e-4')")
+            progress = page.locator("#run-progress").inner_text()
+            assert "done" in progress and "trained from the shell" in progress and "step 20/20" in progress
+            page.locator("#train-metrics").wait_for()
+            assert "accuracy" in page.locator("#train-metrics").inner_text()
+            page.wait_for_function("(document.querySelector('#run-log')?.innerText || '').includes('from the shell')")
+            assert page.locator("#train-cancel").is_disabled() and page.locator("#train-resume").is_disabled()
+            page.wait_for_selector("#plot-loss img")
+            _shot(page, "shell_run_in_fine_tuning")
+
+            table.locator("[role=gridcell]", has_text="search/trial-1").first.click()
+            page.wait_for_function("(document.querySelector('#run-progress')?.innerText || '').includes('trial-1')")
+            assert "a search's trial" in page.locator("#run-progress").inner_text()
+    finally:
+        context.close()

@@ -228,3 +228,47 @@ def read_yaml_value(run_dir, key):
     from engine.rundir import read_config
 
     return read_config(RunDir(run_dir)).get(key)
+
+
+def test_a_multi_label_run_has_one_best_number_everywhere(tmp_path, head_runs):  # noqa: F811
+    """Issue 25 #2: the tuned-threshold micro F1 the saved model delivers is the run's best number in the shell's two
+    listings, the leaderboard and its CSV, the Fine-tuning runs table and its header, and the run's chart (beside
+    the 0.5-threshold curve, each labelled); a run folder written by older code (best_metric at 0.5) gives it too."""
+    from engine.runs.listing import summary
+    from ui import run_view
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "mesh").symlink_to(head_runs / "mesh", target_is_directory=True)
+    metrics = _json(head_runs / "mesh" / "metrics.json")
+    tuned = metrics["validation"]["f1_micro"]
+    evals = [e["eval_f1_micro"] for e in RunDir(head_runs / "mesh").read_events() if e["type"] == "eval"]
+    assert max(evals) != tuned  # the two numbers the issue saw really differ in this run
+    old = copy_run(head_runs / "mesh", runs / "old-mesh")  # as older code wrote it: best_metric at 0.5 thresholds
+    (old / "metrics.json").write_text(json.dumps({**{k: v for k, v in metrics.items() if k != "best_eval_metric"},
+                                                  "best_metric": max(evals)}))
+
+    for name in ("mesh", "old-mesh"):
+        run = RunDir(runs / name)
+        assert (summary(run)["score"], leaderboard.row(run, runs)["best_metric"]) == (tuned, tuned)
+    board = list(csv.DictReader(io.StringIO(leaderboard.to_csv(leaderboard.rows(runs)))))
+    assert [float(r["best_metric"]) for r in board] == [tuned, tuned]
+    shell = subprocess.run([sys.executable, "-m", "engine.runs", str(runs), "--json"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert [json.loads(line)["score"] for line in shell.stdout.splitlines()] == [tuned, tuned], shell.stderr
+    printed = subprocess.run([sys.executable, "-m", "engine.leaderboard", str(runs)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60).stdout
+    assert printed.count(f"f1_micro {tuned:.4f}") == 2
+
+    info = JobManager(head_runs).info("mesh")  # the Fine-tuning tab's runs table and progress line
+    assert (info["metric"], info["best_metric"]) == ("f1_micro", tuned)
+    assert f"f1_micro {tuned:.3f}" in run_view.runs_table([info])["best metric"].tolist()
+    assert f"micro F1 {tuned:.3f}" in run_view.progress_html(info) and "(tuned thresholds)" in run_view.progress_html(
+        info)
+    chart = {s["label"]: s for s in run_view.curve_series(runs / "old-mesh")["metrics"]}
+    assert chart["micro F1 at 0.5 thresholds"]["y"] == evals  # the evaluations during training, labelled as such
+    assert chart["micro F1, tuned thresholds"]["y"] == [tuned]  # the saved model's, marked apart
+    assert chart["micro F1, tuned thresholds"]["x"] == [metrics["best_step"]]
+    from engine.rundir import best_metric  # the one function all of these read
+
+    assert best_metric(RunDir(runs / "old-mesh"))[:3] == ("f1_micro", tuned, metrics["best_step"])

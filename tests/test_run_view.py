@@ -311,3 +311,52 @@ def test_refresh_queued_before_a_pick_shows_the_picked_run(view_runs):
     redrawn = fns["train_refresh_drawings"]("one-eval", ticked[-1], "digits")
     assert redrawn[5]["visible"] is True and redrawn[-1]["results"][0] == "digits"
     assert fns["train_refresh"]("one-eval", "digits", drawn)[-2:] == (gr.skip(), gr.skip())  # done: untouched
+
+def test_progress_follows_the_steps_between_train_events(tmp_path, monkeypatch, view_runs):
+    """Issue 25 #6: status.json (the progress line's source) says each step as it ends, not only at train events
+    (every logging_steps: a 6-step run logging every 100 said "step 0/6" until its end), and its empty charts say
+    when their first point comes; a search's running trial shows its run's step, not the "starting" its search
+    wrote into trials.json when the trial began."""
+    import shutil
+
+    from _run_view_fixtures import ONE_EVAL_ARGS
+    from engine.rundir import RunDir, atomic_write_json
+    from engine.search import jobs as search_jobs
+    from engine.training import evaluation
+    from engine.training.run import main
+    from ui import run_view, search_panel
+
+    monkeypatch.setattr(evaluation, "PROGRESS_SECONDS", 0, raising=False)  # every step, to count them exactly
+    written = []
+    plain = RunDir.write_status
+
+    def recording(self, state, **fields):
+        if state == "running" and "step" in fields:
+            written.append(fields["step"])
+        return plain(self, state, **fields)
+
+    monkeypatch.setattr(RunDir, "write_status", recording)
+    args = [*ONE_EVAL_ARGS, "--max_steps", "6", "--logging_steps", "100", "--save_steps", "1000"]
+    assert main([*args, "--output_dir", str(tmp_path / "run"), "--learning_rate", "1e-4"]) == 0
+    assert written == [0, 1, 2, 3, 4, 5, 6]  # the start, then every step (6: the last step's train event)
+    assert [e["step"] for e in RunDir(tmp_path / "run").read_events() if e["type"] == "train"] == [6]
+    early = RunDir(tmp_path / "early")  # the same run before its first train event: its charts say when it comes
+    early.path.mkdir()
+    shutil.copy(RunDir(tmp_path / "run").config, early.config)
+    early.write_status("running", step=2, total_steps=6)
+    charts = run_view.curves(early.path)
+    assert [t.get_text() for t in charts["loss"].axes[0].texts] == ["no data yet", "first point at step 6"]
+    assert [t.get_text() for t in charts["metrics"].axes[0].texts] == ["no data yet", "first evaluation after epoch 1"]
+    early.write_status("cancelled")  # stopped before it: no point is coming
+    assert [t.get_text() for t in run_view.curves(early.path)["loss"].axes[0].texts] == ["no data yet"]
+
+    search = tmp_path / "search-1"
+    trial = RunDir(shutil.copytree(view_runs / "one-eval", search / "trial-0",
+                                   ignore=shutil.ignore_patterns("model", "checkpoints")))
+    trial.write_status("running", step=2, total_steps=3)  # as the trial's trainer writes it mid-run
+    atomic_write_json(search / "trials.json", {"metric": "accuracy", "direction": "maximize", "rows": [
+        {"trial": 0, "run": "trial-0", "state": "running", "params": {"learning_rate": 1e-4}, "value": None,
+         "duration_s": None, "note": "starting", "started_at": None}]})  # as the search wrote it at the start
+    rows = search_jobs.trials(search)["rows"]
+    assert rows[0]["note"] == "step 2/3"
+    assert "trial-0 running: step 2/3" in search_panel._status_html("search-1", {"state": "running"}, {}, rows)

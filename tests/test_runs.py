@@ -70,3 +70,24 @@ def test_bench_and_cli_list_the_same_runs(tmp_path, tiny_run):
     bad = subprocess.run([sys.executable, "-m", "engine.runs", str(runs / "nope")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("hubtune: error: runs_dir:")
+
+
+def test_every_run_of_the_folder_for_the_fine_tuning_tab(tmp_path, tiny_run):
+    """Issue 25 #8: the Fine-tuning tab's listing holds every run of the folder, none of these started by the job
+    runner, a shell run's folder under any name included ("my run"), and refuses names that leave the folder."""
+    import pytest
+
+    from engine.runs.jobs import JobError, JobManager
+
+    runs = _runs_folder(tmp_path, tiny_run)
+    (runs / "my run").symlink_to(tiny_run, target_is_directory=True)
+    mgr = JobManager(runs)
+    listed = {r["name"]: r for r in mgr.every_run()}
+    assert set(listed) == {"bbc", "broken", "search/trial-1", "my run"}
+    assert {n: (r["origin"], r["state"]) for n, r in listed.items()} == {
+        "bbc": ("shell", "done"), "my run": ("shell", "done"), "broken": ("shell", "failed"),
+        "search/trial-1": ("search", "done")}
+    assert mgr.record("my run")["best_metric"] == listed["bbc"]["best_metric"] is not None
+    for bad in ("", "..", "../runs", "/etc", ".jobs.lock", "uploads", "empty", "notes.txt", "search", "a/b/c"):
+        with pytest.raises(JobError, match="no run named"):
+            mgr.record(bad)

@@ -106,6 +106,10 @@ class SessionValue:
         with self._lock:
             return self._values.get(_session() or "", default)
 
+    def peek(self):
+        """This browser session's value, or None outside a session (a handler called directly, as tests do)."""
+        return self.get() if _session() is not None else None
+
     def set(self, value) -> None:
         key = _session() or ""
         with self._lock:

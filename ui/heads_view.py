@@ -35,10 +35,18 @@ class HeadView:
     mistake_columns: tuple  # its columns, short ones first
     per_class: bool  # whether a per-label table exists (precision, recall, F1, support)
     thresholds: bool  # whether each label has its own tuned threshold
+    # what the finished run's values have that the evaluations during training lack (multi-label: thresholds tuned
+    # after training); the curves are then labelled with `untuned` and the finished value is drawn and marked apart
+    tuned: str = ""
+    untuned: str = ""
 
     @property
     def curve_title(self) -> str:
         return "validation " + " and ".join(legend for _, legend in self.curves)
+
+    def curve_legend(self, legend: str) -> str:
+        """A curve's legend: the metric, and at what settings its evaluations ran when the final value differs."""
+        return f"{legend} {self.untuned}" if self.untuned else legend
 
 
 _CLASSIFICATION = ("misclassified validation examples", ("label", "prediction", "score", "text"))
@@ -55,7 +63,8 @@ VIEWS = {
                   ("subset_accuracy", "subset accuracy (every label right)"), ("hamming_loss", "Hamming loss")),
         curves=(("f1_micro", "micro F1"), ("f1", "macro F1")), curve_range=(0, 1), curve_format="percent",
         figure="", mistakes="validation examples with a wrong label set",
-        mistake_columns=("label", "prediction", "score", "text"), per_class=True, thresholds=True),
+        mistake_columns=("label", "prediction", "score", "text"), per_class=True, thresholds=True,
+        tuned="tuned thresholds", untuned="at 0.5 thresholds"),
     "regression": HeadView(
         headline=(("r2", "R²"), ("rmse", "RMSE"), ("mae", "MAE"), ("mse", "MSE"), ("pearson", "Pearson r"),
                   ("spearman", "Spearman rho")),
@@ -93,6 +102,13 @@ def headline_text(metrics: dict | None, validation: dict | None = None, count: i
     parts = [f"{title} {values[key]:.3f}" for key, title in view(metrics).headline[:count]
              if isinstance(values.get(key), (int, float))]
     return " · ".join(parts)
+
+
+def tuned_note(metrics: dict | None) -> str:
+    """' (tuned thresholds)' where a finished run's values differ from its evaluations during training (what its
+    curves show), else ''."""
+    tuned = view(metrics or {}).tuned
+    return f" ({tuned})" if tuned else ""
 
 
 def per_class_table(validation: dict, v: HeadView) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import gradio as gr
 from engine.config import ConfigError
 from engine.runs.jobs import JobError, JobManager
 from ui import hub_panel, run_view
-from ui.common import message, show_errors, ui_errors
+from ui.common import SessionValue, message, show_errors, ui_errors
 
 REFRESH_SECONDS = 2.0  # charts, log and results (redrawn only when the run's files changed)
 STATUS_SECONDS = 1.0  # progress line, phase and buttons: cheap, and a phase such as saving may last a second
@@ -32,7 +32,7 @@ def build(mgr: JobManager) -> dict:
                              column_widths=["19%", "14%", "12%", "20%", "22%", "13%"])
     with gr.Row(equal_height=True):
         # custom values: API clients name runs started after this page was built; handlers check every name
-        c["run"] = gr.Dropdown([r["name"] for r in mgr.list_runs()], value=None, label="show run",
+        c["run"] = gr.Dropdown([r["name"] for r in mgr.every_run()], value=None, label="show run",
                                allow_custom_value=True, elem_id="train-run", scale=3)
         # disabled until the refresh sees a run they apply to (the first tick comes within STATUS_SECONDS)
         c["cancel"] = gr.Button("Cancel", variant="secondary", interactive=False, elem_id="train-cancel", scale=1)
@@ -66,12 +66,16 @@ def build(mgr: JobManager) -> dict:
         # shown once wired to a Prediction tab (app.py), hidden on the standalone page
         c["open_predict"] = gr.Button("Open model in the Prediction tab", variant="primary",
                                       elem_id="train-open-predict", visible=False)
-        c["hub"] = hub_panel.build(c["run"], mgr.run_dir)  # push the shown finished run to the Hub
+        c["hub"] = hub_panel.build(c["run"], lambda name: Path(mgr.record(name)["dir"]))  # push the shown run
     c["drawn"] = gr.State({})  # per page: the file signatures its charts, log and results were drawn from
     # per page: the run last put in the picker by the user (or by Start). Gradio reads a State when the event runs,
     # the picker's value when it was queued: a tick queued before a pick carries the run the user left (or none),
     # and showing that would put it back on screen and in the picker, for good. Refreshes show `picked` once set.
     c["picked"] = gr.State(None)
+    # per browser session, on the server: the run last chosen (a pick or a Start), read when a refresh *ends*. A
+    # refresh already running when Start (or a pick) changed the run would otherwise draw the run it began with
+    # over the new one, which stayed on screen until the next tick
+    c["chosen"] = SessionValue()
     c["timer"] = gr.Timer(REFRESH_SECONDS)
     c["status_timer"] = gr.Timer(STATUS_SECONDS)
     return c
@@ -86,8 +90,9 @@ def _stamp(path: Path) -> tuple:
 
 
 def _buttons(info: dict | None) -> tuple:
-    """Cancel only for a run that can be stopped, Resume only for one that can go on; bright only when enabled."""
-    state = info["state"] if info else None
+    """Cancel only for a run that can be stopped, Resume only for one that can go on; bright only when enabled.
+    Only the job runner's own runs: a run trained from the shell or a search's trial is not this page's to stop."""
+    state = info["state"] if info and info.get("origin", "app") == "app" else None
     can_cancel, can_resume = state in ACTIVE, state in RESUMABLE
     return (gr.update(interactive=can_cancel, variant="stop" if can_cancel else "secondary"),
             gr.update(interactive=can_resume, variant="primary" if can_resume else "secondary"))
@@ -145,12 +150,32 @@ def _drawings(info: dict | None, drawn: dict) -> tuple[list, dict]:
         out += [cur["loss"], cur["metrics"], cur["lr"], cur["speed"]]
     else:
         out += [gr.skip()] * 4
-    out.append(run_view.log_html(run_dir) if sig["log"] != drawn.get("log") else gr.skip())
+    out.append(run_view.log_html(run_dir, (info or {}).get("origin")) if sig["log"] != drawn.get("log")
+               else gr.skip())
     if sig["results"] != drawn.get("results"):
         out += _results(info or {"state": None}, run_dir)
     else:
         out += [gr.skip()] * 7
     return out, sig
+
+
+def _drawing_outputs(c: dict) -> list:
+    return [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"], c["warning"],
+            c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"], c["drawn"]]
+
+
+def view_outputs(c: dict) -> list:
+    """The components that show one run: progress line, failure panel, Cancel, Resume, charts, log, results."""
+    return [c["progress"], c["failure"], c["cancel"], c["resume"], *_drawing_outputs(c)]
+
+
+def show_new_run(c: dict, info: dict) -> list:
+    """view_outputs' values for a run just started or queued (Start): the page shows it at once ("starting · run
+    X", its empty charts and log) instead of the previous run until the next refresh, and refreshes still running
+    with the previous run do not draw it back (c["chosen"])."""
+    c["chosen"].set(info["name"])
+    drawings, sig = _drawings(info, {})
+    return [*_status(info), *drawings, sig]
 
 
 def _pick(runs: list[dict], selected: str | None) -> tuple[str | None, dict | None]:
@@ -172,14 +197,17 @@ def wire(c: dict, mgr: JobManager) -> None:
     # the quick tick also hides a shown run's results as soon as that run is not done (another run was picked, or
     # it is training again): results of one run never sit under another run's progress line
     tick_outputs = [*status_outputs, c["results"]]
-    drawing_outputs = [c["loss_plot"], c["metric_plot"], c["lr_plot"], c["speed_plot"], c["log"], c["results"],
-                       c["warning"], c["metrics"], c["confusion"], c["per_class"], c["wrong"], c["wrong_images"],
-                       c["drawn"]]
+    drawing_outputs = _drawing_outputs(c)
+
+    def outdated(asked: str | None) -> bool:
+        """Whether another run was chosen on this page while a refresh showing `asked` was running."""
+        chosen = c["chosen"].peek()
+        return chosen is not None and asked != chosen
 
     def read(selected):
         """Re-read every run from disk (this is also how a reloaded page reattaches): (status outputs, shown run)."""
         mgr.poll()
-        runs = mgr.list_runs()
+        runs = mgr.every_run()  # the shell's runs and searches' trials too: every run of the folder
         selected, info = _pick(runs, selected)
         return (run_view.runs_table(runs), gr.update(choices=[r["name"] for r in runs], value=selected),
                 *_status(info)), info
@@ -191,16 +219,18 @@ def wire(c: dict, mgr: JobManager) -> None:
         """Redraw what changed of the shown run (the same choice of run as `refresh`)."""
         selected = picked or selected  # see c["picked"] in build
         try:
-            info = mgr.info(selected) if selected else None  # one run's files, not every run's
+            info = mgr.record(selected) if selected else None  # one run's files, not every run's
         except JobError:
             info = None
         if info is None:
-            _, info = _pick(mgr.list_runs(), selected)
+            _, info = _pick(mgr.every_run(), selected)
         view, sig = _drawings(info, drawn or {})
-        return (*view, sig)
+        return (gr.skip(),) * len(drawing_outputs) if outdated(selected) else (*view, sig)
 
     def tick(selected, picked, drawn=None):
         status, info = read(picked or selected)  # see c["picked"] in build
+        if outdated(picked or selected):
+            return (gr.skip(),) * (len(tick_outputs) + 1)
         if info and info["state"] == "done":
             return (*status, gr.skip(), gr.skip())
         # hidden results are redrawn by the next drawing tick: a tick that read the run left just before a pick
@@ -215,6 +245,7 @@ def wire(c: dict, mgr: JobManager) -> None:
     def select_run(selected, drawn):
         """A run chosen by the user: its whole view at once, and the previous action's message cleared; the
         choice is remembered: refreshes queued before it show this run, not the one in their queued inputs."""
+        c["chosen"].set(selected)
         return (*refresh(selected), *refresh_drawings(selected, drawn), "", selected)
 
     outputs = [*status_outputs, *drawing_outputs, c["action_message"], c["picked"]]
@@ -241,13 +272,7 @@ def _wire_actions(c: dict, mgr: JobManager) -> None:
         except (JobError, ConfigError) as e:
             raise gr.Error("; ".join(e.problems) if isinstance(e, ConfigError) else str(e),
                            print_exception=False) from None
-        if what == "cancel":
-            done = f"Run `{selected}` cancelled; its checkpoints are kept for Resume."
-        elif info["state"] == "queued":
-            done = f"Run `{selected}` queued to resume (position {info.get('queue_position')})."
-        else:
-            done = f"Run `{selected}` resumed from its latest checkpoint."
-        return (run_view.progress_html(info), message(done), *_buttons(info))
+        return (run_view.progress_html(info), message(run_view.action_words(what, info)), *_buttons(info))
 
     @ui_errors(toast=False)
     def run_cancel(selected):
@@ -271,9 +296,13 @@ def wire_open_in_predict(c: dict, mgr: JobManager, tabs, predict_model, predict_
                          runs_dir=None) -> None:
     """'Open model in the Prediction tab': select that tab and put the run in its model picker."""
     def open_predict(selected):
-        if not selected or not (mgr.run_dir(selected) / "model" / "config.json").exists():
+        try:
+            run_dir = Path(mgr.record(selected)["dir"]) if selected else None
+        except JobError:
+            run_dir = None
+        if run_dir is None or not (run_dir / "model" / "config.json").exists():
             raise gr.Error("this run has no finished model yet")
-        path = str(Path(runs_dir) / selected) if runs_dir is not None else str(mgr.run_dir(selected))
+        path = str(Path(runs_dir) / selected) if runs_dir is not None else str(run_dir)
         try:
             from ui.predict_tab import model_choices
 

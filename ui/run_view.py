@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.rundir import RunDir, read_json
+from engine.rundir import RunDir, best_metric, read_json
 from ui import heads_view
 from ui.common import hide_server_paths
 
@@ -22,6 +22,8 @@ STATE_COLORS = {"queued": "#6b7280", "starting": "#2563eb", "running": "#2563eb"
 # what a busy run is doing when its step count says nothing new (the ETA only measures training steps)
 PHASES = {"evaluating": "evaluating on the validation set", "checkpointing": "saving a checkpoint",
           "saving": "saving the model", "pushing": "pushing to the Hub"}
+# runs the job runner did not start, as the run view names them (they have no Cancel or Resume here)
+ORIGINS = {"shell": "trained from the shell", "search": "a search's trial"}
 # the bar of a phase without a measurable end: stripes moving left to right
 _INDETERMINATE_CSS = ("<style>@keyframes hubtune-busy{from{background-position:0 0}to{background-position:40px 0}}"
                       "</style>")
@@ -35,6 +37,8 @@ def progress_html(info: dict | None) -> str:
     color = STATE_COLORS.get(state, "#6b7280")
     parts = [f"<b id='run-state' data-state='{state}' style='color:{color}'>{state}</b>",
              f"run <code>{html.escape(info['name'])}</code>"]
+    if info.get("origin") in ORIGINS:
+        parts.append(f"<span id='run-origin'>{ORIGINS[info['origin']]}</span>")
     if total:
         parts.append(f"step {step}/{total}")
     busy = _busy(info)
@@ -46,8 +50,8 @@ def progress_html(info: dict | None) -> str:
     if state == "queued" and info.get("queue_position"):
         parts.append(f"position {info['queue_position']} in the queue")
     if state == "done" and info.get("dir") and \
-            (scores := heads_view.headline_text(read_json(RunDir(info["dir"]).metrics, {}))):
-        parts.append(f"<span id='run-headline'>{html.escape(scores)}</span>")
+            (scores := heads_view.headline_text(metrics := read_json(RunDir(info["dir"]).metrics, {}))):
+        parts.append(f"<span id='run-headline'>{html.escape(scores + heads_view.tuned_note(metrics))}</span>")
     if state == "done" and info.get("hub_push") in ("pushed", "failed"):
         parts.append(f"<span id='run-push'>on the Hub: {html.escape(info.get('hub_url') or '')}</span>"
                      if info["hub_push"] == "pushed" else
@@ -98,24 +102,48 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def checkpoint_step(info: dict) -> int | None:
+    """The step Resume continues a run from: its latest complete checkpoint's, the one the trainer's
+    `resume_from_checkpoint: latest` picks (None: there is none, so Resume starts the run again from step 0)."""
+    ckpt = RunDir(info["dir"]).latest_checkpoint()
+    return int(ckpt.name.removeprefix("step-")) if ckpt else None
+
+
+def action_words(action: str, info: dict) -> str:
+    """What Cancel or Resume did to the run, true to what Resume does next: continue from the latest checkpoint,
+    or start again from the beginning when the run stopped before its first one."""
+    name, step = f"`{info['name']}`", checkpoint_step(info)
+    if action == "cancel":
+        return (f"Run {name} cancelled before its first checkpoint: Resume starts it again from the beginning."
+                if step is None else f"Run {name} cancelled; Resume continues it from its checkpoint at step {step}.")
+    how = "from the beginning (no checkpoint yet)" if step is None else f"from its checkpoint at step {step}"
+    if info["state"] == "queued":
+        return f"Run {name} queued to {'restart' if step is None else 'resume'} {how} (position " \
+               f"{info.get('queue_position')})."
+    return f"Run {name} {'restarted' if step is None else 'resumed'} {how}."
+
+
 def failure_html(info: dict | None) -> str | None:
     """The panel of a failed run (its error line, where to look, how to go on); a note for a cancelled one."""
     if not info or info["state"] not in ("failed", "cancelled"):
         return None
-    ckpt = RunDir(info["dir"]).latest_checkpoint()
-    resume = (f"it continues from the last checkpoint (step {ckpt.name.removeprefix('step-')})" if ckpt else
+    step = checkpoint_step(info)
+    resume = (f"it continues from the last checkpoint (step {step})" if step is not None else
               "it starts again from the beginning (no checkpoint was saved)")
+    # Resume is the job runner's: a run from the shell (or a search's trial) goes on where it was started
+    press = {"shell": "run its command again with <code>--resume_from_checkpoint latest</code>",
+             "search": "resume its search"}.get(info.get("origin"), "press <b>Resume</b>")
     if info["state"] == "cancelled":
         return (f"<div id='run-note' style='border:1px solid #fcd34d;background:#fffbeb;color:#78350f;"
                 f"border-radius:6px;padding:10px 12px'><b>Run cancelled</b> at step {info.get('step') or 0}. "
-                f"Press <b>Resume</b> and {resume}.</div>")
+                f"{press[0].upper()}{press[1:]} and {resume}.</div>")
     from ui.common import hide_server_paths  # a visitor sees the file it gave, not where the server keeps it
 
     line = html.escape(hide_server_paths(info.get("error") or "the training process stopped without an error line"))
     return (f"<div id='run-error' role='alert' style='border:2px solid #dc2626;background:#fef2f2;color:#7f1d1d;"
             f"border-radius:6px;padding:10px 12px'><div style='font-weight:700;font-size:1.1em'>✗ Run failed</div>"
             f"<div style='margin:6px 0;font-family:var(--font-mono,monospace);white-space:pre-wrap'>{line}</div>"
-            f"<div>The log below shows what the run did before it stopped. Fix the cause, then press <b>Resume</b> "
+            f"<div>The log below shows what the run did before it stopped. Fix the cause, then {press} "
             f"and {resume}, or start a new run.</div></div>")
 
 
@@ -132,9 +160,22 @@ def curve_series(run_dir: Path, v: heads_view.HeadView | None = None) -> dict[st
         return {"label": label, "x": [e["step"] for e in rows], "y": [e[key] for e in rows], "points": points}
 
     return {"loss": [series("train", train, "loss"), series("validation", evals, "eval_loss", True)],
-            "metrics": [series(legend, evals, f"eval_{key}", True) for key, legend in v.curves],
+            "metrics": [*(series(v.curve_legend(legend), evals, f"eval_{key}", True) for key, legend in v.curves),
+                        *_tuned_point(run_dir, v)],
             "lr": [series("learning rate", train, "learning_rate")],
             "speed": [series("samples/s", train, "samples_per_second")]}
+
+
+def _tuned_point(run_dir: Path, v: heads_view.HeadView) -> list[dict]:
+    """The finished run's best value as a marked point of its own where it differs from its evaluations (multi-label:
+    at the thresholds tuned after training), at the step of the weights the model saved: the run's one best number
+    (engine/rundir.best_metric), the same the runs tables show."""
+    best = best_metric(RunDir(run_dir))
+    legend = dict(v.curves).get(best.metric)
+    if not (v.tuned and best.final and legend and best.value is not None):
+        return []
+    step = best.step if best.step is not None else (read_json(RunDir(run_dir).metrics, {}) or {}).get("steps")
+    return [{"label": f"{legend}, {v.tuned}", "x": [step or 0], "y": [best.value], "points": True, "marker": "*"}]
 
 
 # chart name -> (title, y range, tick style); the metric chart's come from the run's head (ui/heads_view.py)
@@ -144,14 +185,34 @@ CHARTS = {"loss": ("loss", None, "plain"), "metrics": (None, None, None), "lr": 
 
 def curves(run_dir: Path | None) -> dict:
     """matplotlib Figures for the loss, validation-metric, learning-rate and throughput charts (for gr.Plot);
-    with no run directory, the same charts saying "no data yet"."""
+    with no run directory, the same charts saying "no data yet"; a run's empty chart says when its first point
+    comes."""
     from engine.hub.plots import curve_figure
 
     v = heads_view.view(heads_view.run_problem_type(run_dir))
     data = curve_series(run_dir, v) if run_dir is not None else {name: [] for name in CHARTS}
     charts = dict(CHARTS, metrics=(v.curve_title, v.curve_range, v.curve_format))
-    return {name: curve_figure(title, data[name], y_range=y_range, y_format=style)
+    first = _first_points(run_dir) if run_dir is not None else {}
+    return {name: curve_figure(title, data[name], y_range=y_range, y_format=style,
+                               empty=f"no data yet: {first[name]}" if name in first else "no data yet")
             for name, (title, y_range, style) in charts.items()}
+
+
+def _first_points(run_dir: Path) -> dict[str, str]:
+    """When each chart gets its first point, from the run's config: a train event every logging_steps, an
+    evaluation every eval_steps or epoch (the charts say so instead of a bare "no data yet" while the progress
+    line already counts steps)."""
+    from engine.rundir import read_config
+
+    cfg, status = read_config(RunDir(run_dir)), RunDir(run_dir).read_status()
+    logged, total = cfg.get("logging_steps"), status.get("total_steps")
+    if not isinstance(logged, int) or status.get("state") not in ("queued", "running"):
+        return {}  # a run that stopped gets no first point any more
+    step = min(logged, total) if isinstance(total, int) and total > 0 else logged
+    evaluated = (f"first evaluation at step {cfg.get('eval_steps')}" if cfg.get("eval_strategy") == "steps"
+                 else "first evaluation after epoch 1")
+    return {"loss": f"first point at step {step}", "lr": f"first point at step {step}",
+            "speed": f"first point at step {step}", "metrics": evaluated}
 
 
 def log_tail(run_dir: Path, lines: int = 200) -> str:
@@ -167,11 +228,14 @@ def log_tail(run_dir: Path, lines: int = 200) -> str:
     return "\n".join([line for line in out if line.strip()][-lines:])
 
 
-def log_html(run_dir: Path | None) -> str:
+def log_html(run_dir: Path | None, origin: str | None = None) -> str:
     """The log tail in a box that shows its end: a reversed flex column starts scrolled to the bottom and stays
-    there when the content is replaced (no script, so it holds on every refresh)."""
+    there when the content is replaced (no script, so it holds on every refresh). A run trained from the shell
+    has no train.log: its log went to the terminal that ran it."""
     text = log_tail(run_dir) if run_dir is not None else ""
-    body = html.escape(text) if text else "<span style='color:#6b7280'>(no log yet)</span>"
+    empty = "(no train.log: this run was trained from the shell, its log went to that terminal)" \
+        if origin == "shell" else "(no log yet)"
+    body = html.escape(text) if text else f"<span style='color:#6b7280'>{empty}</span>"
     return ("<div style='font-size:var(--block-label-text-size,12px);color:var(--block-label-text-color,#6b7280);"
             "margin-bottom:4px'>log (train.log) · the latest lines are at the bottom</div>"
             "<div id='run-log' style='display:flex;flex-direction:column-reverse;height:16em;overflow:auto;"
@@ -185,8 +249,9 @@ def runs_table(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
         best, base = r.get("best_metric"), str(r.get("base_model") or "")
+        where = {"shell": " · shell", "search": " · search trial"}.get(r.get("origin"), "")
         rows.append({"run": r["name"], "status": r["state"] + (f" (#{r['queue_position']})" if r.get("queue_position")
-                                                              else ""),
+                                                              else "") + where,
                      "step": f"{r.get('step') or 0}/{r.get('total_steps') or '?'}",
                      "best metric": f"{r.get('metric')} {best:.3f}" if isinstance(best, (int, float)) else "",
                      # the model's own name: the owner part of a Hub id or a local folder's path would crowd the list

@@ -18,7 +18,8 @@ import gradio as gr
 import pandas as pd
 
 from engine.config import ConfigError
-from engine.runs.jobs import JobError, JobManager, data_label, slug
+from engine.runs.jobs import JobError, JobManager, slug
+from engine.runs.listing import data_label
 from engine.search.config import PRUNERS, SAMPLERS
 from engine.search.report import PLOTS
 from engine.training.launch import rel_path

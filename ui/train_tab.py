@@ -317,7 +317,8 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
             # a typed name is started under exactly that name; an automatic one moves on if taken meanwhile
             info = mgr.submit(cfg, accel, name=name, exact=bool((run_name or "").strip()))
         except (ConfigError, JobError) as e:
-            return _problems_md(e), gr.update(), gr.update(), gr.update(), gr.update(), gr.skip()
+            return (_problems_md(e), gr.update(), gr.update(), gr.update(), gr.update(), gr.skip(),
+                    *[gr.skip()] * len(run_panel.view_outputs(c)))
         cfg_path = Path(info["dir"]) / "config.yaml"
         where = "started" if info["state"] != "queued" else f"queued at position {info['queue_position']}"
         cost = (f"; about {_minutes(estimate['seconds'])} by the pre-flight's measure"
@@ -325,10 +326,12 @@ def _wire_check_and_start(c: dict, mgr: JobManager, uploads: SessionValue, plan_
                 "; run the pre-flight (Check) to know how long it takes")
         return (message(f"run `{info['name']}` {where}: {len(checked.splits.train):,} training examples{cost}"),
                 info["command"], cfg_path.read_text(), str(cfg_path),
-                gr.update(choices=[r["name"] for r in mgr.list_runs()], value=info["name"]), info["name"])
+                gr.update(choices=[r["name"] for r in mgr.every_run()], value=info["name"]), info["name"],
+                *run_panel.show_new_run(c, info))
 
     # the new run is shown from now on, by refreshes queued before Start too (see run_panel.build)
-    start_outputs = [c["problems"], c["command"], c["yaml"], c["download"], c["run"], c["picked"]]
+    start_outputs = [c["problems"], c["command"], c["yaml"], c["download"], c["run"], c["picked"],
+                     *run_panel.view_outputs(c)]
     start_inputs = [plan_inputs[0], plan_inputs[1], c["estimate"], *plan_inputs[2:]]
     dep = (c["start"].click(lock, None, [*buttons, c["problems"]], api_name="train_start_lock", queue=False,
                             show_progress="hidden")

@@ -139,25 +139,27 @@ MAX_MARKED = 25  # evaluations beyond this many are drawn as a line: markers wou
 
 
 def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y_format: str = "plain",
-                 size=(3.3, 2.35)):
+                 size=(3.3, 2.35), empty: str = "no data yet"):
     """A small line chart of values against the optimizer step, for the web app's live curves.
 
-    `series`: [{"label", "x", "y", "points": bool}]: `points` draws a marker at every value (evaluations are few)
-    and writes the latest value beside it; a series with a single value always gets a marker, since a line needs
-    two points. With no value at all the chart says "no data yet" instead of drawing empty axes. Steps are
-    integers. `y_format`: "plain", "percent" (0..1 as %) or "sci" (learning rates).
+    `series`: [{"label", "x", "y", "points": bool, "marker"}]: `points` draws a marker (default "o"; "*" drawn
+    larger) at every value (evaluations are few) and writes the latest value beside it; a series with a single
+    value always gets a marker, since a line needs two points. With no value at all the chart says `empty` ("no
+    data yet", or when the first point comes) instead of drawing empty axes. Steps are integers. `y_format`: "plain", "percent" (0..1 as %) or "sci"
+    (learning rates).
     """
     from matplotlib.ticker import MaxNLocator
 
     shown = [s for s in series if s["x"]]
-    fig, ax = titled_axes(title, size, empty=not shown)
+    fig, ax = titled_axes(title, size, empty=not shown, note=empty)
     if ax is None:
         return fig
     right = max(max(max(s["x"]) for s in shown), 1)
     for s, color in zip(shown, COLORS):
         n = len(s["x"])
         marked = n == 1 or (s.get("points") and n <= MAX_MARKED)
-        ax.plot(s["x"], s["y"], marker="o" if marked else None, markersize=5 if n <= 8 else 3.5, linewidth=1.6,
+        ax.plot(s["x"], s["y"], marker=s.get("marker", "o") if marked else None,
+                markersize=(5 if n <= 8 else 3.5) * (2 if s.get("marker") == "*" else 1), linewidth=1.6,
                 color=color, label=s["label"], clip_on=False)
     ax.set_xlim(0, right)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True, min_n_ticks=2))
@@ -176,15 +178,18 @@ def curve_figure(title: str, series: list[dict], y_range: tuple | None = None, y
     return fig
 
 
-def titled_axes(title: str, size, empty: bool = False) -> tuple:
-    """(figure, its one axes titled `title` at the left); when `empty`, the chart says "no data yet" instead of
-    drawing empty axes, and the axes returned are None."""
+def titled_axes(title: str, size, empty: bool = False, note: str = "no data yet") -> tuple:
+    """(figure, its one axes titled `title` at the left); when `empty`, the chart says `note` (its first line
+    larger) instead of drawing empty axes, and the axes returned are None."""
     fig = _figure(size)
     ax = fig.add_subplot()
     ax.set_title(title, fontsize=10, loc="left")
     if not empty:
         return fig, ax
-    ax.text(0.5, 0.5, "no data yet", ha="center", va="center", fontsize=10, color="#6b7280", transform=ax.transAxes)
+    head, _, rest = note.partition(": ")
+    ax.text(0.5, 0.55 if rest else 0.5, head, ha="center", va="center", fontsize=10, color="#6b7280", transform=ax.transAxes)
+    if rest:
+        ax.text(0.5, 0.4, rest, ha="center", va="center", fontsize=8, color="#6b7280", transform=ax.transAxes)
     ax.set_axis_off()
     return fig, None
 

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 from engine.hub.plots import COLORS, short_label, tick_formatter, titled_axes
-from engine.rundir import RunDir, read_config
-from engine.runs.leaderboard import best_metric
+from engine.rundir import RunDir, best_metric, read_config
 
 X_AXES = ("step", "epoch")
 NOT_COMPARED = ("output_dir",)  # every run's own folder: it differs by definition and says nothing of the run
@@ -29,7 +28,7 @@ def curves(run_dir: str | os.PathLike, x: str = "step") -> dict:
         raise ValueError(f"x: '{x}' is not one of {', '.join(X_AXES)}")
     run = RunDir(run_dir)
     events = run.read_events()
-    metric, _ = best_metric(run, read_config(run), run.read_status(), events)
+    metric = best_metric(run, read_config(run), run.read_status(), events).metric
     train = [e for e in events if e.get("type") == "train" and _number(e.get("loss")) and _number(e.get("step"))]
     evals = [e for e in events if e.get("type") == "eval" and _number(e.get("step"))]
     last = next((e for e in reversed(train) if e["step"] and _number(e.get("epoch"))), None)

@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import DATA_EXTENSIONS, TrainConfig
-from engine.data import given_name
-from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, read_json
+from engine.rundir import FINAL_STATES, RunDir, atomic_write_json, read_config, read_json
+from engine.runs.listing import data_label, describe, file_record
 from engine.runs import processes
 from engine.training.launch import (ROOT, accelerate_configs, command_for, display_command, place, rel_path,
                                     usable_accelerate_configs)
@@ -340,8 +340,10 @@ class JobManager:
         """The runs this runner started (a job.json beside the run's files), by name."""
         from engine.rundir import list_runs
 
+        # a linked run is not this runner's, even with a job.json (it lives, and was started, elsewhere)
         return sorted(r.path.name for r in list_runs(self.runs_dir, depth=1)
-                      if (r.path / "job.json").is_file() and slug(r.path.name) == r.path.name)
+                      if (r.path / "job.json").is_file() and slug(r.path.name) == r.path.name
+                      and not r.path.is_symlink())
 
     def queue(self) -> list[str]:
         """Queued run names, first to start first."""
@@ -355,24 +357,31 @@ class JobManager:
         if not (run_dir / "job.json").exists():
             raise JobError(f"run: no run named '{name}' in {self.runs_dir}")
         rec = self._reconcile(name)
-        status, job = rec["status"], rec["job"]
-        cfg = read_yaml_quiet(run_dir / "config.yaml")
-        metrics = read_json(run_dir / "metrics.json", default={}) or {}
         queue = self.queue()
-        return {
-            "name": name, "dir": str(run_dir), "state": rec["state"], "step": status.get("step"),
-            "total_steps": status.get("total_steps"), "eta_seconds": status.get("eta_seconds"),
-            "error": status.get("error"), "command": job.get("command"),
-            # what a running run is doing: training, evaluating, checkpointing, saving (then done, maybe pushing)
-            "phase": status.get("phase") if rec["state"] in ("running", "done") else None,
-            # a done run pushing to the Hub at the end of training: pushing, pushed or failed (with hub_error)
-            "hub_push": status.get("hub_push"), "hub_url": status.get("hub_url"), "hub_error": status.get("hub_error"),
-            "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
-            "queue_position": queue.index(name) + 1 if name in queue else None,
-            "base_model": cfg.get("model_name_or_path"), "dataset": data_label(cfg),
-            "best_metric": metrics.get("best_metric"), "metric": metrics.get("metric_for_best_model") or cfg.get("metric_for_best_model"),
-            "accuracy": metrics.get("accuracy"), "f1": metrics.get("f1"),
-        }
+        return describe(RunDir(run_dir), rec["state"], rec["status"], rec["job"], read_config(RunDir(run_dir)),
+                        queue_position=queue.index(name) + 1 if name in queue else None)
+
+    def record(self, name: str) -> dict:
+        """info() of any run of the folder by name: this runner's (`x`), a search's trial (`group/x`) or a run
+        trained from the shell, the last two read from their files (engine/runs/listing.py's file_record)."""
+        from engine.rundir import is_run
+
+        # a run from the shell may have any folder name ("my run"): refused are only names that leave the folder
+        parts = (name or "").split("/")
+        path = self.runs_dir / (name or "")
+        if not name or len(parts) > 2 or any(not p or p.startswith(".") for p in parts) or not is_run(path):
+            raise JobError(f"run: no run named '{name}' in the runs folder")
+        if "/" not in name and (path / "job.json").is_file() and not path.is_symlink():
+            return self.info(name)
+        return file_record(RunDir(path), name, "search" if "/" in name else "shell")
+
+    def every_run(self) -> list[dict]:
+        """Every run of the folder, newest first, as record() dicts: this runner's (origin 'app'), searches'
+        trials ('search') and runs trained from the shell into it ('shell'), which this runner cannot cancel."""
+        from engine.rundir import list_runs
+
+        runs = [self.record(str(r.path.relative_to(self.runs_dir))) for r in list_runs(self.runs_dir, depth=2)]
+        return sorted(runs, key=lambda r: r["created_at"] or 0, reverse=True)
 
     def list_runs(self) -> list[dict]:
         """Every run, newest first, as info() dicts."""
@@ -382,21 +391,3 @@ class JobManager:
     def active(self) -> str | None:
         """The name of the run that is starting or running, if any."""
         return next((r["name"] for r in self.list_runs() if r["state"] in ("starting", "running")), None)
-
-
-def read_yaml_quiet(path: Path) -> dict:
-    import yaml
-
-    try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def data_label(cfg) -> str:
-    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
-    if get("dataset_name"):
-        return str(get("dataset_name")).removeprefix("bundled:")
-    if get("train_file"):
-        return Path(given_name(get("train_file"))).stem  # the name the user recognises
-    return "data"

@@ -14,12 +14,10 @@ import os
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from engine.errors import ConfigError, report
-from engine.rundir import RunDir, list_runs, read_config, read_json
-from engine.runs.jobs import data_label
-from engine.runs.listing import parse_runs_args, print_table, runs_parser, summary
+from engine.rundir import RunDir, list_runs, read_config
+from engine.runs.listing import data_label, parse_runs_args, print_table, runs_parser, summary
 
 # one row's keys, in the CSV's column order
 COLUMNS = ("name", "group", "state", "task", "base_model", "dataset", "metric", "best_metric", "learning_rate",
@@ -38,42 +36,22 @@ def row(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
     base = summary(run, runs_dir)
     cfg, status = read_config(run), run.read_status()
     events = run.read_events()
-    metric, best = best_metric(run, cfg, status, events)
     speeds = [e["samples_per_second"] for e in events
               if e.get("type") == "train" and isinstance(e.get("samples_per_second"), (int, float))]
     started = status.get("started_at") or status.get("launched_at")
     task = status.get("task") or _task(cfg)
+    # metric and best_metric: the run's one best number (engine/rundir.py's best_metric), as every view shows it
     return {"name": base["name"], "group": base["name"].rpartition("/")[0], "state": base["state"],
             "task": task, "base_model": base["model"],
-            "dataset": data_label(cfg) if cfg else None, "metric": metric, "best_metric": best,
+            "dataset": data_label(cfg) if cfg else None, "metric": base["metric"], "best_metric": base["score"],
             "learning_rate": cfg.get("learning_rate"), "num_train_epochs": cfg.get("num_train_epochs"),
-            "batch_size": cfg.get("per_device_train_batch_size"), "max_seq_length": cfg.get("max_seq_length") if _reads_text(task) else None,
+            "batch_size": cfg.get("per_device_train_batch_size"),
+            "max_seq_length": cfg.get("max_seq_length") if _reads_text(task) else None,
             "step": base["step"], "total_steps": base["total_steps"], "duration_s": _duration(status, started),
             # the median of the train events' throughput windows: the first window's warm-up does not drag it down
             "samples_per_second": round(statistics.median(speeds), 2) if speeds else None,
             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else None,
             "path": base["path"]}
-
-
-def best_metric(run: RunDir, cfg: dict, status: dict, events: list[dict]) -> tuple[str | None, float | None]:
-    """(the metric that picks the run's best model, its best value): metrics.json's once the run is done, else the
-    best of the evaluations so far, better meaning higher or lower as the run's head says (engine/tasks/heads)."""
-    from engine.tasks.heads import HEADS
-
-    final = read_json(run.metrics, {}) or {}
-    if final.get("metric_for_best_model") and isinstance(final.get("best_metric"), (int, float)):
-        return final["metric_for_best_model"], final["best_metric"]
-    problem = status.get("problem_type") or cfg.get("problem_type")
-    if problem not in HEADS:  # 'auto' before training has looked at the labels: no head known yet
-        chosen = str(cfg.get("metric_for_best_model") or "auto").removeprefix("eval_")
-        return (None if chosen == "auto" else chosen), None
-    head = HEADS[problem]()
-    metric = head.metric(SimpleNamespace(metric_for_best_model=cfg.get("metric_for_best_model")))
-    values = [e[f"eval_{metric}"] for e in events
-              if e.get("type") == "eval" and isinstance(e.get(f"eval_{metric}"), (int, float))]
-    if not values:
-        return metric, None
-    return metric, (max if head.greater_is_better(metric) else min)(values)
 
 
 def _task(cfg: dict) -> str | None:

@@ -1,5 +1,8 @@
 """The runs of a runs folder as the shell lists them (which folders are runs: engine/rundir.py's `list_runs`, the
-one listing behind the web app's pickers, the job runner, the Hub panel, the benches and this command).
+one listing behind the web app's pickers, the job runner, the Hub panel, the benches and this command), and as the
+Fine-tuning tab lists them: every run, whether the job runner started it, a search ran it as a trial or someone
+trained it from the shell into the same folder (`describe`, `file_record`; engine/runs/jobs.py's
+`JobManager.every_run`).
 
     python -m engine.runs [RUNS_DIR] [--finished] [--json]
 """
@@ -10,8 +13,10 @@ import json
 import os
 from pathlib import Path
 
+from engine.data import given_name
 from engine.errors import CliParser, ConfigError, report
-from engine.rundir import RunDir, list_runs, read_config, read_json
+from engine.rundir import RunDir, best_metric, list_runs, read_config, read_json
+from engine.runs import processes
 
 
 def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
@@ -19,15 +24,67 @@ def summary(run: RunDir, runs_dir: str | os.PathLike | None = None) -> dict:
     status, cfg = run.read_status(), read_config(run)
     metrics = read_json(run.metrics, {}) or {}
     val = metrics.get("validation") or {}
+    best = best_metric(run, cfg, status)
     name = run.path.name
     if runs_dir is not None and run.path.is_relative_to(runs_dir):
         name = str(run.path.relative_to(runs_dir))
     return {"name": name, "path": str(run.path), "state": status.get("state") or "prepared",
             "model": cfg.get("model_name_or_path"), "data": cfg.get("dataset_name") or cfg.get("train_file"),
             "accuracy": val.get("accuracy"), "f1": val.get("f1"), "step": status.get("step"),
-            # the metric that picked the best model (accuracy, f1_micro, r2, ...) and its validation value
-            "metric": metrics.get("metric_for_best_model"), "score": val.get(metrics.get("metric_for_best_model")),
+            # the metric that picks the best model (accuracy, f1_micro, r2, ...) and the run's one best value
+            "metric": best.metric, "score": best.value,
             "total_steps": status.get("total_steps"), "error": status.get("error")}
+
+
+def data_label(cfg) -> str:
+    """The data a run trains on, as people name it: the dataset (without 'bundled:') or the uploaded file's name."""
+    get = cfg.get if isinstance(cfg, dict) else lambda k: getattr(cfg, k)
+    if get("dataset_name"):
+        return str(get("dataset_name")).removeprefix("bundled:")
+    if get("train_file"):
+        return Path(given_name(get("train_file"))).stem  # the name the user recognises
+    return "data"
+
+
+def describe(run: RunDir, state: str | None, status: dict, job: dict, cfg: dict, **more) -> dict:
+    """What the web app shows of one run (its progress line, runs table and actions), from its files: state,
+    progress, command, base model, data and the run's one best number (engine/rundir.py's best_metric)."""
+    metrics = read_json(run.metrics, default={}) or {}
+    best = best_metric(run, cfg, status)
+    return {
+        "name": run.path.name, "dir": str(run.path), "state": state, "step": status.get("step"),
+        "total_steps": status.get("total_steps"), "eta_seconds": status.get("eta_seconds"),
+        "error": status.get("error"), "command": job.get("command"),
+        # what a running run is doing: training, evaluating, checkpointing, saving (then done, maybe pushing)
+        "phase": status.get("phase") if state in ("running", "done") else None,
+        # a done run pushing to the Hub at the end of training: pushing, pushed or failed (with hub_error)
+        "hub_push": status.get("hub_push"), "hub_url": status.get("hub_url"), "hub_error": status.get("hub_error"),
+        "accelerate_config": job.get("accelerate_config"), "created_at": job.get("created_at"),
+        "queue_position": None, "base_model": cfg.get("model_name_or_path"), "dataset": data_label(cfg),
+        "best_metric": best.value, "metric": best.metric, "accuracy": metrics.get("accuracy"),
+        "f1": metrics.get("f1"), "origin": "app", **more}
+
+
+def file_record(run: RunDir, name: str, origin: str) -> dict:
+    """The `describe` dict of a run the job runner of its folder did not start, read from its files alone: a
+    search's trial (origin 'search', its job.json is its search's runner's) or a run trained from the shell (or
+    linked into the folder: 'shell')."""
+    status, cfg = run.read_status(), read_config(run)
+    job = read_json(run.path / "job.json", {}) or {}
+    state, pid = status.get("state") or "prepared", job.get("pid") or status.get("pid")
+    if state == "running" and pid and processes.start_time(pid) is None:  # stopped without a final record
+        state, status = "failed", {**status, "error": status.get("error") or "the training process is gone "
+                                                                           "without a final record"}
+    started = status.get("started_at") or status.get("launched_at") or _mtime(run)
+    return describe(run, state, status, job, cfg, name=name, origin=origin,
+                    created_at=job.get("created_at") or started)
+
+
+def _mtime(run: RunDir) -> float:
+    try:
+        return run.config.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def print_table(head, lines) -> None:

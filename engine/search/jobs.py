@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.rundir import FINAL_STATES, read_json
 from engine.runs import processes
-from engine.search.report import read_state, write_state
+from engine.search.report import live_rows, read_state, write_state
 from engine.training.launch import ROOT, display_command, rel_path
 
 LIVE = ("starting", "running")
@@ -113,6 +113,8 @@ def cancel(search_dir) -> dict:
 
 
 def trials(search_dir) -> dict:
-    """trials.json: the rows (params, metric, state, duration, note), metric, direction and the best row."""
-    return read_json(Path(search_dir) / "trials.json", {}) or {}
+    """trials.json: the rows (params, metric, state, duration, note), metric, direction and the best row; a running
+    trial's note is its progress now (engine/search/report.py's live_rows)."""
+    data = read_json(Path(search_dir) / "trials.json", {}) or {}
+    return {**data, "rows": live_rows(search_dir, data["rows"])} if data.get("rows") else data
 

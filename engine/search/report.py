@@ -54,16 +54,31 @@ def trial_rows(study, search_dir) -> list[dict]:
         end = t.datetime_complete.timestamp() if t.datetime_complete else (now if state == "running" else None)
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         note = t.user_attrs.get("note") or status.get("search_note") or (status.get("error") or "")
-        if state == "running":
-            note = f"step {status['step']}/{status['total_steps']}" if status.get("total_steps") else "starting"
-        if t.user_attrs.get("retry_of") is not None:
-            note = f"retry of trial {t.user_attrs['retry_of']}" + (f"; {note}" if note else "")
-        rows.append({"trial": t.number, "run": trial_dir(search_dir, t.number).name, "state": state,
-                     "params": dict(t.params), "value": t.value if t.value is not None else
-                     (last if state == "running" else None),
-                     "duration_s": round(end - start, 1) if start and end else None, "note": note,
-                     "started_at": start})
+        row = {"trial": t.number, "run": trial_dir(search_dir, t.number).name, "state": state,
+               "params": dict(t.params), "value": t.value if t.value is not None else
+               (last if state == "running" else None),
+               "duration_s": round(end - start, 1) if start and end else None, "note": note,
+               "started_at": start, "retry_of": t.user_attrs.get("retry_of")}
+        rows.append(_noted(row, status))
     return rows
+
+
+def _noted(row: dict, status: dict) -> dict:
+    """The row with its note: a running trial's progress read from its run's status.json, after the trial it
+    retries (if any)."""
+    note = row["note"]
+    if row["state"] == "running":
+        note = f"step {status.get('step') or 0}/{status['total_steps']}" if status.get("total_steps") else "starting"
+    if row.get("retry_of") is not None:
+        note = f"retry of trial {row['retry_of']}" + (f"; {note}" if note else "")
+    return {**row, "note": note}
+
+
+def live_rows(search_dir, rows: list[dict]) -> list[dict]:
+    """trials.json's rows with each running trial's progress as its run says now: the search rewrites trials.json
+    only when a trial starts or reports an evaluation, and its note would say "starting" until then."""
+    return [_noted({**r, "note": ""}, RunDir(trial_dir(search_dir, r["trial"])).read_status())
+            if r.get("state") == "running" else r for r in rows]
 
 
 def best_row(rows: list[dict], direction: str) -> dict | None:

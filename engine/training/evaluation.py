@@ -4,6 +4,7 @@ every `train` event (loss, learning rate, samples/s, tokens/s, padding, MFU, ETA
 from __future__ import annotations
 
 import logging
+import time
 
 from engine.rundir import RunDir
 
@@ -84,6 +85,22 @@ class Window:
                              torch.tensor(float(self.padded), device=device),
                              torch.tensor(float(self.samples), device=device)])
         return accelerator.reduce(stats, reduction="sum").tolist()
+
+
+PROGRESS_SECONDS = 0.5  # status.json's step at most this often between train events: each write replaces a file
+
+
+def step_progress(accelerator, run: RunDir, state, clock: dict, steps_done: int, total_steps: int) -> None:
+    """status.json's step (and ETA) after an optimizer step, so the web app's progress line follows the steps as
+    they happen: train events come only every logging_steps, which in a short run can be most of it. The first
+    step of a session is written at once, later ones at most every PROGRESS_SECONDS (a fast GPU step would
+    otherwise pay a file write each)."""
+    now = time.perf_counter()
+    if not accelerator.is_main_process or (steps_done > 1 and now - clock.get("progress", 0.0) < PROGRESS_SECONDS):
+        return
+    clock["progress"] = now
+    eta = (total_steps - state.step) * (now - clock["t_start"]) / max(steps_done, 1)
+    run.write_status("running", step=state.step, total_steps=total_steps, eta_seconds=round(eta, 1))
 
 
 def train_event(accelerator, run: RunDir, state, window: Window, dt, elapsed, steps_done, total_steps, scheduler,

@@ -88,6 +88,8 @@ def setup(cfg, accelerator, run, task, prepared, resume_dir, mixed_precision) ->
     scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer, num_warmup_steps=warmup,
                               num_training_steps=state.schedule_steps)
     accelerator.register_for_checkpointing(scheduler)
+    if resume_dir is None and cfg.resume_from_checkpoint and accelerator.is_main_process:
+        run.truncate_events_after(0)  # resumed before any checkpoint: a restart, the first try's curves are gone
     _resume(accelerator, run, resume_dir, state, world, total_steps)
     _stretch(scheduler, state.lr_stretches)
     state.world_size, state.total_steps = world, total_steps

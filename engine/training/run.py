@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None, paused_gc: bool = False) -> int:
             time.sleep(5)
         return report(e)
     except Cancelled:
-        print("hubtune: training cancelled; checkpoints are kept, resume with --resume_from_checkpoint latest",
-              file=sys.stderr)
+        latest = RunDir(cfg.output_dir).latest_checkpoint()
+        print(f"hubtune: training cancelled; --resume_from_checkpoint latest continues from {latest.name}"
+              if latest else "hubtune: training cancelled before its first checkpoint; --resume_from_checkpoint "
+              "latest starts it again from the beginning", file=sys.stderr)
         return 130
     return 0
 
@@ -261,7 +263,7 @@ def _fit(cfg, loop: Loop) -> None:
 
 def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
     """Log, evaluate, checkpoint after an optimizer step as the config asks; True when training should stop."""
-    from engine.training.evaluation import train_event
+    from engine.training.evaluation import step_progress, train_event
 
     accelerator, state, clock = loop.accelerator, loop.state, loop.clock
     crash_point("after_step", state.step, accelerator.process_index)
@@ -272,6 +274,8 @@ def _after_step(cfg, loop: Loop, window, batch_idx: int) -> bool:
                     loop.sampler.samples_done(batch_idx), len(loop.sampler.lengths), loop.perf)
         window.reset()
         clock["t_window"], clock["window_paused"] = now, 0.0
+    else:  # the train event writes the step into status.json; between them, this does
+        step_progress(accelerator, loop.run, state, clock, state.step - loop.start_step, loop.total_steps)
     if cfg.eval_strategy == "steps" and state.step % cfg.eval_steps == 0:
         _paused(loop, _evaluate, cfg, loop)
     if state.step % cfg.save_steps == 0:
@@ -351,8 +355,11 @@ def _final_metrics(cfg, loop: Loop) -> dict:
     splits.head = loop.evaluator.head = head = head.tuned(labels.numpy(), scores.numpy(), splits.label_names)
     metrics = {**metrics, **head.metrics(labels.numpy(), scores.numpy(), splits.label_names)}
     metrics.update(extra_metrics(cfg.extra_metrics, *head.extra_inputs(labels.numpy(), scores.numpy())))
-    result = {"validation": metrics, "best_step": state.best_step, "best_metric": state.best_metric,
-              "metric_for_best_model": head.metric(cfg), "problem_type": head.problem_type, "steps": state.step, "total_steps": loop.total_steps,
+    # best_metric: what the saved model delivers (multi-label: at its tuned thresholds); best_eval_metric: the
+    # evaluation during training that picked best_step (multi-label: at 0.5 thresholds, usually lower)
+    result = {"validation": metrics, "best_step": state.best_step, "best_metric": metrics[head.metric(cfg)],
+              "best_eval_metric": state.best_metric, "metric_for_best_model": head.metric(cfg),
+              "problem_type": head.problem_type, "steps": state.step, "total_steps": loop.total_steps,
               "stopped_early": state.stopped_early, "train_seconds": round(train_seconds, 2),
               "train_samples_per_second": round(loop.samples_seen * accelerator.num_processes
                                                 / max(train_seconds, 1e-9), 3),

@@ -95,6 +95,16 @@ def test_regression_run_shows_scatter_and_largest_errors(page, head_runs):
     assert f"largest errors ({len(rows)} of {len(rows)})" in wrong.inner_text()
     worst = max(rows, key=lambda r: abs(r["error"]))
     assert float(wrong.locator("[data-testid=cell-0-2]").inner_text()) == pytest.approx(worst["error"], abs=1e-3)
+    # each number on one line: label, prediction and error cells do not wrap inside their digits
+    lines = page.evaluate("""[...Array(15).keys()].map(i => `cell-${Math.floor(i / 3)}-${i % 3}`).map(id => {
+        const el = document.querySelector(`#train-wrong [data-testid=${id}]`); if (!el) return 1;
+        const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), tops = new Set();
+        for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+            if (!node.textContent.trim() || !node.parentElement.offsetParent) continue;
+            const range = document.createRange(); range.selectNodeContents(node);
+            for (const r of range.getClientRects()) tops.add(Math.round(r.top)); }
+        return tops.size; })""")
+    assert lines == [1] * 15, lines
     metrics = page.locator("#train-metrics").inner_text()
     assert "R²" in metrics and "RMSE" in metrics and "accuracy" not in metrics and "nan" not in metrics
     assert not page.locator("#train-per-class").is_visible()  # no classes, no per-class report

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from engine.tasks.heads import for_config
+from test_browser_heads import head_runs  # noqa: F401 - the real regression and multi-label runs
 from ui import heads_view, run_view
 
 
@@ -102,3 +103,22 @@ def test_hint_under_a_field_shows_only_advice_for_it(warnings, shown):
 
     update = hint_update("class_weights", warnings)
     assert update["visible"] is shown and (("class_weights: balanced" in update["value"]) is shown)
+
+
+def test_latest_values_of_a_multi_label_run_are_written_apart(head_runs):  # noqa: F811
+    """The metric chart writes each curve's latest value beside its last point; the real multi-label run's micro
+    and macro F1 (and the tuned value) lie close together near the bottom: no two labels may overlap."""
+    import itertools
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    chart = run_view.curves(head_runs / "mesh")["metrics"]
+    canvas = FigureCanvasAgg(chart)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t for t in chart.axes[0].texts if t.get_text().endswith("%")]
+    assert len(labels) >= 2, [t.get_text() for t in chart.axes[0].texts]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    overlapping = [(a.get_text(), b.get_text()) for (a, p), (b, q) in itertools.combinations(zip(labels, boxes), 2)
+                   if p.overlaps(q)]
+    assert overlapping == []

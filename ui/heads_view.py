@@ -39,6 +39,8 @@ class HeadView:
     # after training); the curves are then labelled with `untuned` and the finished value is drawn and marked apart
     tuned: str = ""
     untuned: str = ""
+    # the mistakes table's column widths: a regression run's numbers need more room than a label and a score
+    mistake_widths: tuple = ("19%", "19%", "9%", "53%")
 
     @property
     def curve_title(self) -> str:
@@ -70,6 +72,7 @@ VIEWS = {
                   ("spearman", "Spearman rho")),
         curves=(("r2", "R²"), ("rmse", "RMSE")), curve_range=None, curve_format="plain", figure="scatter",
         mistakes="largest errors", mistake_columns=("label", "prediction", "error", "text"), per_class=False,
+        mistake_widths=("13%", "13%", "13%", "61%"),
         thresholds=False),
 }
 
@@ -176,8 +179,9 @@ def mistakes(run_dir: Path, v: HeadView, limit: int = 500) -> tuple[pd.DataFrame
             total += 1
             same = (_label_set(row["label"]) == _label_set(row["prediction"]) if v.thresholds else
                     row["label"] == row["prediction"])
-            if "error" in v.mistake_columns:
-                wrong.append([row["label"], row["prediction"], round(row["error"], 4), _clip(row["text"], 240)])
+            if "error" in v.mistake_columns:  # 4 significant digits: a cell holds the number on one line
+                wrong.append([float(f"{row['label']:.4g}"), float(f"{row['prediction']:.4g}"),
+                              float(f"{row['error']:.4g}"), _clip(row["text"], 240)])
             elif not same:
                 wrong.append([row["label"], row["prediction"], round(row["score"], 3), _clip(row["text"], 240)])
     except (OSError, json.JSONDecodeError, KeyError, TypeError):

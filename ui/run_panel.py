@@ -110,7 +110,8 @@ def _results(info: dict, run_dir: Path) -> list:
     warning = gr.update(value=message(f"**Not a useful classifier yet.** {line[0].upper()}{line[1:]}.", "warn")
                         if line else "", visible=bool(line))
     if images is None:
-        wrong = gr.update(value=res["misclassified"], label=wrong_label, visible=True)
+        wrong = gr.update(value=res["misclassified"], label=wrong_label, visible=True,
+                          column_widths=list(v.mistake_widths))
         gallery = gr.update(value=None, visible=False)
     else:  # an image run: its mistakes as pictures; the table would only hold names like "mnist #2210"
         wrong = gr.update(value=None, visible=False)

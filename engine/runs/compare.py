@@ -106,6 +106,21 @@ def config_diff(run_dirs: dict[str, Path]) -> list[dict]:
     out = []
     for key in keys:
         values = [cfg.get(key, NOT_SET) for cfg in configs.values()]
-        if key not in NOT_COMPARED and len({repr(v) for v in values}) > 1:
+        if key not in NOT_COMPARED and len({repr(v) for v in values}) > 1 and not _same_column(key, values, configs):
             out.append({"key": key, **dict(zip(configs, values))})
     return out
+
+
+DATA_KEYS = ("dataset_name", "dataset_config_name", "dataset_revision", "train_file")
+
+
+def _same_column(key: str, values: list, configs: dict) -> bool:
+    """An empty column setting and the column the task reads first (text_column: null and text) name the same
+    column when every run reads the same data: the run that named it found it there, so the empty one took it."""
+    from engine import tasks
+
+    first = next(iter(configs.values()))
+    if any(tuple(c.get(k) for k in DATA_KEYS) != tuple(first.get(k) for k in DATA_KEYS) for c in configs.values()):
+        return False
+    chosen = tasks.for_data(first.get("dataset_name"), first.get("train_file")).first_choice_columns.get(key)
+    return chosen is not None and {repr(v) for v in values} <= {repr(None), repr(NOT_SET), repr(chosen)}

@@ -138,6 +138,8 @@ class Task:
     tag = ""  # the pipeline tag: text-classification, image-classification
     input_kind = ""  # what a user gives it to predict: "text" or "image"
     maps_columns = False  # whether a user maps data columns (text, label) or the task finds them itself
+    # config key -> the column an empty setting reads when the data has it (the first name the task looks for)
+    first_choice_columns: dict = {}
     problem_types: tuple = ("single_label_classification",)  # the heads (engine/tasks/heads) it trains
 
     # --- detection ------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ class TextClassification(Task):
     input_kind = "text"
     maps_columns = True
     problem_types = ("single_label_classification", "multi_label_classification", "regression")
+    first_choice_columns = {"text_column": "text", "label_column": "label"}  # data.TEXT_NAMES[0], LABEL_NAMES[0]
 
     # --- detection ------------------------------------------------------------------------------------------
     def claims_run(self, cfg, model_path) -> bool:

@@ -12,6 +12,10 @@ from engine.data import NUMBER_TYPES, dtype
 from engine.errors import DataError
 
 
+TEXT_NAMES = ("text", "sentence", "review", "content", "document")  # an empty text_column reads the first present
+LABEL_NAMES = ("label", "labels")
+
+
 def _guess(columns: list[str], features, preferred: tuple[str, ...]) -> str | None:
     for name in preferred:
         if name in columns:
@@ -24,7 +28,7 @@ def _guess(columns: list[str], features, preferred: tuple[str, ...]) -> str | No
 
 def label_column(cfg, ds) -> str | None:
     """The label column: label_column, else 'label' or 'labels'."""
-    return cfg.label_column or next((c for c in ("label", "labels") if c in ds.column_names), None)
+    return cfg.label_column or next((c for c in LABEL_NAMES if c in ds.column_names), None)
 
 
 def standardize(ds, cfg, field: str):
@@ -39,7 +43,7 @@ def standardize(ds, cfg, field: str):
     label = label_column(cfg, ds)
     # never guess the label column as the text: a file of ids and labels has no text to learn from
     text = cfg.text_column or _guess([c for c in cols if c != label], ds.features,
-                                     ("text", "sentence", "review", "content", "document"))
+                                     TEXT_NAMES)
     problems = []
     if text is None or text not in cols:
         problems.append(f"text_column: {'column ' + repr(text) + ' not' if text else 'no text column found'} in "

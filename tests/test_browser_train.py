@@ -154,11 +154,16 @@ def test_browser_upload_check_train_and_predict(served, page, tmp_path):
 
     page.locator("#train-open-predict").click()
     page.wait_for_selector("#predict-text textarea")
-    # the Prediction tab's picker now holds this run
+    # the Prediction tab's picker now holds this run, and its "No finished run yet" notice (drawn when the page
+    # loaded, before the run) has gone
     assert run_name in page.locator("#predict-model input").input_value()
+    page.locator("#predict-empty").wait_for(state="hidden")
     page.locator("#predict-text textarea").fill(
         "The striker scored twice as the champions won the cup final at Wembley.")
     page.locator("#predict-button").click()
     page.wait_for_function("/sports|business|tech|politics|entertainment/.test("
                            "(document.querySelector('#predict-label')?.innerText || ''))", timeout=120_000)
     _shot(page, "4_predict", doc="prediction.png")
+
+    page.get_by_role("tab", name="Runs").click()  # the run is listed there too
+    page.locator("#runs-table [role=gridcell]", has_text=run_name).first.wait_for()

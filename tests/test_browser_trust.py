@@ -168,6 +168,8 @@ def test_clearing_or_a_refused_upload_leaves_no_data_behind(served, page, tmp_pa
     # the refusal stays the reason until the next upload, for Check and Start alike
     reason = refused.removeprefix("✗").strip()
     assert _check_lines(page) == [reason] and _start_lines(page) == [reason]
+    # and the command box says the same, not "no file uploaded yet" (nor a command left from before)
+    assert "is empty" in page.locator("#train-command").inner_text()
     assert _run_dirs(runs_dir) == []
     _shot(page, "2_refused_upload_then_check")
 

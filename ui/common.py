@@ -207,7 +207,7 @@ def show_errors(dependency, handler: Callable, panel, reset: Callable[[], tuple]
         shown = message(line, "error")
         return (shown, *reset()) if reset else shown
 
-    dependency.failure(on_failure, None, [panel, *outputs], show_progress="hidden", queue=False)
+    return dependency.failure(on_failure, None, [panel, *outputs], show_progress="hidden", queue=False)
 
 
 def progress_adapter(progress: gr.Progress | None) -> Callable[[float, str], None]:

@@ -359,6 +359,9 @@ def build(ctx: AppContext) -> None:
         return _refresh(ctx.runs_dir, current)
 
     refresh.click(refresh_fn, [model], [model, empty], api_name="list_models")
+    if ctx.tabs is not None:  # coming back to this tab (or sent here by "Open in Prediction"): runs finished since
+        ctx.tabs.change(refresh_fn, [model], [model, empty], api_name="list_models_on_tab",
+                        api_visibility="private", show_progress="hidden")
     if ctx.demo is not None:  # a run finished since the server started shows up on page load
         ctx.demo.load(refresh_fn, [model], [model, empty], api_name="list_models_on_load")
         ctx.demo.load(model_info, [model, revision], widgets, api_name="model_info_on_load").then(

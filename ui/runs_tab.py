@@ -149,6 +149,9 @@ def build(ctx: AppContext) -> None:
     _wire_delete(c, ctx.runs_dir)
     ctx.on_built.append(lambda ctx: ctx.demo.load(c["refresh_fn"], c["filters"], c["table_outputs"],
                                                   api_name="runs_load", show_progress="hidden"))
+    if ctx.tabs is not None:  # a run finished while another tab was shown is listed on arrival, not a tick later
+        ctx.tabs.change(c["refresh_fn"], [*c["filters"], c["shown"]], c["table_outputs"], api_name="runs_on_tab",
+                        api_visibility="private", show_progress="hidden")
 
 
 def _wire_table(c: dict, runs_dir: Path) -> None:

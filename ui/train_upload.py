@@ -75,9 +75,11 @@ def wire_upload(c: dict, mgr: JobManager, uploads: SessionValue, after_data) -> 
     outputs = [c["text_col"], c["label_col"], c["problems"]]
     dep = c["upload"].upload(on_upload, c["upload"], outputs, api_name="train_upload", show_progress_on=c["problems"])
     # a refused file is taken off the widget too: what the page shows is what would train
-    show_errors(dep, on_upload, c["problems"], reset=lambda: (None, *_reset_columns()),
-                outputs=[c["upload"], c["text_col"], c["label_col"]])
+    refused = show_errors(dep, on_upload, c["problems"], reset=lambda: (None, *_reset_columns()),
+                          outputs=[c["upload"], c["text_col"], c["label_col"]])
     after_data(dep, "train_upload")
+    # a failed event runs no .then(): the preview follows a refused file from the failure listener
+    after_data(refused, "train_upload_refused")
 
     def on_clear():
         uploads.set(None)

@@ -156,12 +156,13 @@ def test_config_diff_shows_only_the_keys_that_differ(runs):
     assert diff == {"attention_dropout": {"key": "attention_dropout", "old-run": compare.NOT_SET, "lr-5e-5": 0.0}}
 
     # text_column: null (the data's 'text' column, found by name) and text are the same column on the same data
-    named = RunDir(runs / "lr-5e-4")
-    named.config.write_text(named.config.read_text().replace("text_column: null", "text_column: text"))
-    assert "text_column: text" in named.config.read_text()
-    assert compare.config_diff(names) == [{"key": "learning_rate", "lr-5e-5": 5e-5, "lr-5e-4": 5e-4}]
-    named.config.write_text(named.config.read_text().replace("text_column: text", "text_column: body"))
-    assert sorted(d["key"] for d in compare.config_diff(names)) == ["learning_rate", "text_column"]  # another column
+    # (old-run is a real copy: the other runs are links to the session's runs, which other tests read)
+    pair = {"old-run": runs / "old-run", "lr-5e-5": runs / "lr-5e-5"}
+    old.config.write_text(old.config.read_text().replace("text_column: null", "text_column: text"))
+    assert "text_column: text" in old.config.read_text()
+    assert [d["key"] for d in compare.config_diff(pair)] == ["attention_dropout"]
+    old.config.write_text(old.config.read_text().replace("text_column: text", "text_column: body"))
+    assert sorted(d["key"] for d in compare.config_diff(pair)) == ["attention_dropout", "text_column"]  # another
 
 
 def test_curves_by_step_and_by_epoch_on_shared_axes(runs):

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 
-from engine.hub.client import HubError
+from engine.hub.client import HubError, check_push_id
 from ui.common import message, show_errors, ui_errors
 
 SIGN_IN = "Sign in with Hugging Face to push"
@@ -96,6 +96,10 @@ def build(run_picker: gr.components.Component, run_dir_of: Callable[[str], Path]
     def on_push(run_name: str | None, repo_id: str, private: bool, oauth_token: gr.OAuthToken | None):
         if not run_name:
             raise gr.Error("select a finished run first", print_exception=False)
+        try:
+            check_push_id(repo_id)  # a bad name is said first, as engine.hub push says it, whichever run is picked
+        except HubError as e:
+            raise gr.Error("; ".join(e.problems), print_exception=False) from None
         try:
             run_dir = run_dir_of(run_name)
         except ValueError as e:  # the job runner refuses names outside the runs folder
